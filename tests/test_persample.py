@@ -1,0 +1,144 @@
+"""Per-sample statistics: every strategy equals a plain batch-size-1 loop; auto picks per device."""
+import pytest
+import torch
+from torch import nn
+
+from fts_core.masks import prunable_parameters
+from fts_core.models import build_model
+from fts_core.persample import (CPU_LOOP_MIN_PARAMS, batched_mean_grad, choose_strategy, hooks_supported,
+                                per_sample_stats)
+
+torch.set_num_threads(1)
+
+
+def _model(name, dtype=torch.float64):
+    torch.manual_seed(0)
+    m = build_model(name, width=1 / 16).to(dtype).eval()
+    with torch.no_grad():  # non-trivial BatchNorm so the eval-mode BN path is really exercised
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    return m
+
+
+def _data(name, n=10, dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    size = 8 if name == "resnet18" else 32
+    x = torch.randn(n, 3, size, size, generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return [(x[:6], y[:6]), (x[6:], y[6:])]
+
+
+def _reference(model, params, batches):
+    """Obviously right: one sample at a time, .backward(), mean of grads and of squared grads."""
+    g_sum = {n: torch.zeros_like(p) for n, p in params.items()}
+    f_sum = {n: torch.zeros_like(p) for n, p in params.items()}
+    count = 0
+    for x, y in batches:
+        for i in range(x.shape[0]):
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+            for n, p in params.items():
+                g_sum[n] += p.grad
+                f_sum[n] += p.grad ** 2
+            count += 1
+    model.zero_grad(set_to_none=True)
+    return {n: v / count for n, v in g_sum.items()}, {n: v / count for n, v in f_sum.items()}
+
+
+def _rel(a, b):
+    return max(((a[n] - b[n]).norm() / b[n].norm()).item() for n in b)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg19"])
+@pytest.mark.parametrize("rule", ["default", "authors"])
+def test_all_strategies_match_plain_loop_float64(name, rule):
+    model = _model(name)
+    params = prunable_parameters(model, rule)
+    batches = _data(name)
+    g_ref, f_ref = _reference(model, params, batches)
+    for strategy in ("loop", "hooks", "vmap", "auto"):
+        stats = per_sample_stats(model, params, batches, strategy=strategy, chunk_size=4)
+        assert stats.num_samples == 10
+        assert _rel(stats.mean_grad, g_ref) <= 1e-10, strategy
+        assert _rel(stats.fisher, f_ref) <= 1e-10, strategy
+    # batched ĝ (no per-sample pass) too
+    assert _rel(batched_mean_grad(model, params, batches), g_ref) <= 1e-10
+
+
+def test_float32_strategies_match_float32_reference():
+    model = _model("resnet18", torch.float32)
+    params = prunable_parameters(model)
+    batches = _data("resnet18", dtype=torch.float32)
+    g_ref, f_ref = _reference(model, params, batches)
+    for strategy in ("loop", "hooks", "vmap"):
+        stats = per_sample_stats(model, params, batches, strategy=strategy)
+        assert _rel(stats.fisher, f_ref) <= 1e-4 and _rel(stats.mean_grad, g_ref) <= 1e-4, strategy
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_both_conv_paths_of_hooks_match_loop(grouped, monkeypatch):
+    import fts_core.persample as ps
+
+    monkeypatch.setattr(ps, "CONV_GROUPED", grouped)
+    model = _model("vgg19")
+    params = prunable_parameters(model, "authors")
+    batches = _data("vgg19")
+    a = per_sample_stats(model, params, batches, strategy="hooks", chunk_size=3)
+    b = per_sample_stats(model, params, batches, strategy="loop")
+    assert _rel(a.fisher, b.fisher) <= 1e-12 and _rel(a.mean_grad, b.mean_grad) <= 1e-12
+
+
+def test_chunk_size_and_batching_do_not_change_results():
+    model = _model("resnet18")
+    params = prunable_parameters(model)
+    batches = _data("resnet18")
+    x = torch.cat([b[0] for b in batches]); y = torch.cat([b[1] for b in batches])
+    a = per_sample_stats(model, params, batches, strategy="hooks", chunk_size=1)
+    b = per_sample_stats(model, params, [(x, y)], strategy="hooks", chunk_size=7)
+    assert _rel(a.fisher, b.fisher) <= 1e-12 and _rel(a.mean_grad, b.mean_grad) <= 1e-12
+
+
+def test_empirical_fisher_dominates_squared_mean_gradient():
+    # Jensen: mean of squares >= square of mean, elementwise
+    model = _model("vgg19")
+    params = prunable_parameters(model)
+    stats = per_sample_stats(model, params, _data("vgg19"))
+    for n in params:
+        assert bool((stats.fisher[n] + 1e-300 >= stats.mean_grad[n] ** 2).all())
+
+
+def test_auto_strategy_per_device_and_size():
+    model = _model("resnet18", torch.float32)
+    params = prunable_parameters(model)
+    assert sum(p.numel() for p in params.values()) < CPU_LOOP_MIN_PARAMS
+    assert choose_strategy(model, params) == "hooks"  # small CPU model: vectorised
+    big = build_model("resnet18", width=0.5).eval()  # ~2.8M prunable weights
+    assert choose_strategy(big, prunable_parameters(big)) == "loop"
+    meta = build_model("resnet18", width=0.5).to("meta").eval()  # stands in for a GPU
+    assert choose_strategy(meta, prunable_parameters(meta)) == "hooks"  # never a per-sample loop
+    # an unsupported owner on an accelerator falls back to vmap, never to the loop
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(2))
+    m = m.to("meta")
+    p = {"1.weight": m[1].weight}
+    assert hooks_supported(m, p) is not None
+    assert choose_strategy(m, p) == "vmap"
+    with pytest.raises(ValueError, match="hooks"):
+        choose_strategy(m, p, "hooks")
+    with pytest.raises(ValueError, match="unknown per-sample strategy"):
+        choose_strategy(m, p, "fast")
+
+
+def test_parameters_and_grads_untouched():
+    model = _model("resnet18")
+    params = prunable_parameters(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params["conv1.weight"].requires_grad_(False)
+    for strategy in ("loop", "hooks", "vmap"):
+        per_sample_stats(model, params, _data("resnet18"), strategy=strategy)
+    assert not params["conv1.weight"].requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
