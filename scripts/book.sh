@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${VENV:-.venv}
-export MPLBACKEND=Agg PYTHONHASHSEED=0
+export PYTHONHASHSEED=0
 if [ "${SKIP_EXECUTE:-0}" != 1 ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
@@ -17,7 +17,7 @@ if [ "${SKIP_EXECUTE:-0}" != 1 ]; then
     done
 fi
 echo "[book] building the Jupyter Book"
-"$VENV/bin/jupyter-book" build . -W -n --keep-going
+"$VENV/bin/jupyter-book" build . -W -n --keep-going --all
 echo
 echo "The book is ready: open file://$PWD/_build/html/index.html in a browser"
 echo "(or: python -m http.server -d _build/html 8000 and visit http://localhost:8000)"

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${VENV:-.venv}
-export MPLBACKEND=Agg PYTHONHASHSEED=0 FTS_NBVAL=1
+export PYTHONHASHSEED=0 FTS_NBVAL=1
 exec "$VENV/bin/python" -m pytest tests notebooks --nbval --nbval-current-env \
     --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 "$@"
