@@ -1,0 +1,481 @@
+"""One experiment run, end to end, that survives crashes: ``run(config) -> result``.
+
+Protocol (the paper's; see :class:`~fts_core.config.RunConfig`)::
+
+    epochs 0 .. warmup-1      dense training            (warmup_kind="train")
+    -- or --  `warmup` passes of BatchNorm-statistics refresh, no weight update (warmup_kind="bn")
+    start of epoch prune_epoch: score -> make_masks -> apply_masks(model, masks, optimizer)
+    epochs prune_epoch .. epochs-1: training with the mask enforced
+    every epoch: validation; the best-validation *sparse* model is kept (first of ties)
+    end: test accuracy of the final and of the best-validation model
+
+Run directory ``out_dir/<run name>/`` (name = ``run_name`` or derived from the config hash):
+
+- ``config.yaml``: the config, written when the directory is created;
+- ``mask.pt``: the keep-masks (``torch.load`` gives ``{name: BoolTensor}``), after scoring;
+- ``checkpoint-EEEE.pt``: after every epoch E (0-based), atomically (temp + rename) and
+  self-checking (sha256 header, see :mod:`fts_core.checkpoint`); the newest
+  ``keep_checkpoints`` (default 2) are kept while the run goes on, so a damaged newest one
+  leaves a good one, and only the final one once ``result.json`` is written
+  (``keep_checkpoints=0`` keeps every epoch's); each holds model, optimizer, scheduler,
+  masks, best-validation state, metric history and the torch RNG states (ResNet18 at full
+  width: about 150 MB);
+- ``result.json``: written last, atomically.
+
+Re-running the same config returns the stored result when ``result.json`` exists, else
+resumes after the newest checkpoint that loads (damaged ones are skipped with a warning).
+Data order and augmentation are seeded from ``(seed, epoch)``, so a resumed run computes
+bitwise the same numbers as an uninterrupted one on the same device.
+
+Seeds: ``seed`` fixes the initial weights (``torch.manual_seed`` before ``build_model``),
+the scoring sample and order (``score(seed=...)`` over the training loader of epoch
+``prune_epoch``) and the training order/augmentation (``TensorLoader.set_epoch(epoch)``);
+``split_seed`` fixes the train/validation split. Scoring sees augmented training images in
+eval mode (the authors' setting); ``synflow`` gets ``sparsity`` as its target unless
+``criterion_options`` says otherwise.
+
+Result (``result.json``): ``config``, ``config_hash``, ``test_accuracy_final`` /
+``test_loss_final``, ``test_accuracy_best_val`` / ``test_loss_best_val``, ``best_epoch``,
+``best_val_accuracy``, ``prune_epoch``, ``history`` (per epoch: ``epoch``, ``sparse``, ``lr``,
+``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``epoch_seconds``; the val
+and train-loss curves and epoch seconds are repeated at the top level), ``sparsity`` (realised,
+over the prunable set), ``target_sparsity``, ``prunable_weights``, ``kept_weights``,
+``pruned_weights_nonzero`` (0 unless the mask leaked), ``layer_density``, ``collapsed_layers``
+and ``collapse`` (see ``masks.collapsed_layers``), ``scoring_seconds``,
+``mean_sparse_epoch_seconds``, ``resumed_from`` (epochs a re-run started at), ``device``,
+``versions``, ``git_revision`` (``git rev-parse HEAD``, or null), ``finished_at``.
+Accuracies are fractions in [0, 1].
+
+Bad input (unknown keys/names/criterion options, ``warmup >= epochs``, ``batch_size <= 0``,
+missing dataset files, ...) raises before anything is written. A run directory that holds a
+different config is refused. Two processes must not run the same config at the same time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from fts_core.checkpoint import (
+    CorruptCheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from fts_core.config import RunConfig, load_yaml_mapping
+
+CHECKPOINT_FORMAT = 1
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+MASK_FILE = "mask.pt"
+_REQUIRED = ("format", "epoch", "config_hash", "model", "optimizer", "scheduler", "history", "best", "rng")
+
+
+# ---------------------------------------------------------------------- public
+def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) -> dict[str, Any]:
+    """Run (or resume, or just read back) one experiment; returns the result dict.
+
+    ``config``: a :class:`RunConfig`, a flat mapping or a YAML path; ``overrides``: fields to
+    change (e.g. ``quiet=True``). The same dict is stored as ``<run dir>/result.json``.
+    """
+    cfg = RunConfig.coerce(config)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    cfg.check_names()
+    run_dir = cfg.run_dir
+    _check_existing_config(run_dir, cfg)
+    stored = _stored_result(run_dir)
+    if stored is not None:
+        return stored
+
+    # everything that can fail on bad input happens before the first write
+    from fts_core.data import load_data
+    from fts_core.masks import prunable_parameters
+
+    device = resolve_device(cfg.device)
+    data = load_data(cfg.dataset, root=cfg.root, subset=cfg.subset, seed=cfg.split_seed, device=device,
+                     val_fraction=cfg.val_fraction, **cfg.data_options)
+    model = _build_model(cfg, data, device)
+    prunable_parameters(model, cfg.prunable)
+
+    created = not run_dir.exists()
+    _write_config(run_dir, cfg)
+    try:
+        return _Run(cfg, run_dir, data, model, device).execute()
+    except BaseException:
+        if created and not list_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config device={device!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"config device={device!r}: MPS is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+# ---------------------------------------------------------------------- run directory
+def _check_existing_config(run_dir: Path, cfg: RunConfig) -> None:
+    """An existing run dir must hold the same config (identity fields); else refuse."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    try:
+        old = RunConfig.from_dict(load_yaml_mapping(path))
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable config ({err}); remove the directory or choose another "
+                         "run_name") from err
+    if old.config_hash() != cfg.config_hash():
+        a, b = old.identity(), cfg.identity()
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        raise ValueError(f"run directory {run_dir} holds a different config (differs in: {', '.join(diff)}); "
+                         "choose another run_name or out_dir")
+
+
+def _write_config(run_dir: Path, cfg: RunConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
+
+
+def _stored_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        import warnings
+
+        warnings.warn(f"ignoring unreadable {path} ({err}); recomputing from the checkpoints", RuntimeWarning,
+                      stacklevel=3)
+        return None
+
+
+def _build_model(cfg: RunConfig, data: Any, device: torch.device) -> nn.Module:
+    from fts_core.models import build_model
+
+    torch.manual_seed(cfg.seed)  # the init seed
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, width=cfg.width,
+                        **cfg.model_options)
+    return model.to(device)
+
+
+# ---------------------------------------------------------------------- the run
+class _Run:
+    """State of one run between epochs (everything a checkpoint holds)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module, device: torch.device) -> None:
+        from fts_core.training import make_optimizer, make_scheduler
+
+        self.cfg, self.run_dir, self.data, self.model, self.device = cfg, run_dir, data, model, device
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg.milestones, cfg.gamma)
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.best: dict[str, Any] = {"state": None, "epoch": None, "val_accuracy": None}
+        self.history: dict[str, list] = {k: [] for k in (
+            "epoch", "sparse", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
+        self.scoring_seconds: float | None = None
+        self.resumed_from: list[int] = []
+        self.next_epoch = 0
+
+    # -------------------------------------------------------------- checkpoints
+    def _state(self, epoch: int) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": self.cfg.config_hash(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "masks": self.masks, "best": self.best,
+            "history": self.history, "scoring_seconds": self.scoring_seconds,
+            "resumed_from": self.resumed_from, "rng": rng, "device": str(self.device),
+        }
+
+    def _problem(self, epoch: int, state: dict[str, Any]) -> str | None:
+        """Why a checkpoint that loads cannot continue this run (None if it can)."""
+        if state["format"] != CHECKPOINT_FORMAT:
+            return f"format {state['format']} (expected {CHECKPOINT_FORMAT})"
+        if state["config_hash"] != self.cfg.config_hash():
+            return "written for a different config"
+        if (state["masks"] is None) != (epoch < self.cfg.prune_epoch):
+            return "mask presence does not match the epoch"
+        return None
+
+    def _restore(self) -> bool:
+        found = latest_checkpoint(self.run_dir, map_location=self.device, required_keys=_REQUIRED,
+                                  validate=self._problem)
+        if found is None:
+            return False
+        epoch, state = found
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.masks = state["masks"]
+        if self.masks is not None:
+            from fts_core.masks import apply_masks
+
+            apply_masks(self.model, self.masks, self.optimizer)  # idempotent on the restored values
+            self._to_training_layout()
+        self.best, self.history = state["best"], state["history"]
+        self.scoring_seconds = state["scoring_seconds"]
+        self.resumed_from = list(state["resumed_from"]) + [epoch + 1]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.next_epoch = epoch + 1
+        return True
+
+    def _save(self, epoch: int) -> None:
+        save_checkpoint(self._state(epoch), checkpoint_path(self.run_dir, epoch))
+        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+
+    # -------------------------------------------------------------- phases
+    def _prune(self) -> None:
+        """(BN refresh,) score, make masks, apply them (masking warm-up momentum too)."""
+        from fts_core.criteria import CRITERIA, score
+        from fts_core.masks import apply_masks, make_masks, prunable_parameters
+        from fts_core.training import refresh_batchnorm
+
+        cfg = self.cfg
+        if cfg.warmup_kind == "bn" and cfg.warmup > 0:
+            loader = self.data.loader("train", cfg.batch_size, seed=cfg.seed)
+            for i in range(cfg.warmup):
+                loader.set_epoch(i)
+                refresh_batchnorm(self.model, loader)
+        loader = self.data.loader("train", cfg.score_batch_size or cfg.batch_size, seed=cfg.seed,
+                                  epoch=cfg.prune_epoch)
+        prunable = prunable_parameters(self.model, cfg.prunable)
+        options = dict(cfg.criterion_options)
+        if "sparsity" in getattr(CRITERIA[cfg.criterion], "options", {}):
+            options.setdefault("sparsity", cfg.sparsity)  # iterative criteria (synflow) aim at the target
+        _synchronize(self.device)
+        start = time.perf_counter()
+        scores = score(cfg.criterion, self.model, loader, num_samples=cfg.score_samples, per_class=cfg.per_class,
+                       chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, seed=cfg.seed, strategy=cfg.strategy,
+                       prunable=prunable, quiet=cfg.quiet, **options)
+        masks = make_masks(scores, cfg.sparsity, scope=cfg.scope)
+        _synchronize(self.device)
+        self.scoring_seconds = time.perf_counter() - start
+        self.masks = {n: m.to(self.device) for n, m in masks.items()}
+        apply_masks(self.model, self.masks, self.optimizer)
+        self._to_training_layout()
+        atomic_torch_save({n: m.cpu() for n, m in self.masks.items()}, self.run_dir / MASK_FILE)
+
+    def _to_training_layout(self) -> None:
+        """``channels_last``: switch the pruned model's weights to NHWC (in place: parameters,
+        their gradient hooks and optimizer state stay). Done after scoring, so criteria always
+        see the default layout, and at the same point of a resumed run."""
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def _channels_last(self) -> bool:
+        return self.cfg.channels_last and self.masks is not None
+
+    def _epoch(self, epoch: int, train_loader: Any, val_loader: Any) -> dict[str, float]:
+        from fts_core.training import evaluate, train_epoch
+
+        cfg = self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loader.set_epoch(epoch)
+        tr = train_epoch(self.model, train_loader, self.optimizer, channels_last=self._channels_last, quiet=True)
+        self.scheduler.step()
+        va = evaluate(self.model, val_loader, channels_last=self._channels_last)
+        sparse = self.masks is not None
+        h = self.history
+        for key, value in (("epoch", epoch), ("sparse", sparse), ("lr", lr), ("train_loss", tr["loss"]),
+                           ("train_accuracy", tr["accuracy"]), ("val_loss", va["loss"]),
+                           ("val_accuracy", va["accuracy"]), ("epoch_seconds", tr["seconds"])):
+            h[key].append(value)
+        if sparse and (self.best["val_accuracy"] is None or va["accuracy"] > self.best["val_accuracy"]):
+            self.best = {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                         "epoch": epoch, "val_accuracy": va["accuracy"]}
+        return {"train_loss": tr["loss"], "val_accuracy": va["accuracy"], "lr": lr}
+
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self._restore():
+            _say(cfg, f"resuming {self.run_dir.name} after epoch {self.next_epoch - 1}")
+        train_loader = self.data.loader("train", cfg.batch_size, seed=cfg.seed)
+        val_loader = self.data.loader("val", cfg.batch_size)
+        bar = None
+        if not cfg.quiet:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs, initial=self.next_epoch, desc=self.run_dir.name[:40], unit="epoch")
+        try:
+            for epoch in range(self.next_epoch, cfg.epochs):
+                if epoch == cfg.prune_epoch and self.masks is None:
+                    self._prune()
+                shown = self._epoch(epoch, train_loader, val_loader)
+                self._save(epoch)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{shown['train_loss']:.3f}", val=f"{shown['val_accuracy']:.3f}",
+                                    lr=f"{shown['lr']:.3g}")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        result = self._result()
+        atomic_write_text(self.run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+        prune_checkpoints(self.run_dir, 1 if cfg.keep_checkpoints else 0)  # the final state is enough now
+        return result
+
+    # -------------------------------------------------------------- result
+    def _result(self) -> dict[str, Any]:
+        from fts_core.masks import collapsed_layers, layer_density
+        from fts_core.training import evaluate
+
+        cfg, model, masks = self.cfg, self.model, self.masks
+        assert masks is not None and self.best["state"] is not None
+        test_loader = self.data.loader("test", cfg.batch_size)
+        final = evaluate(model, test_loader, channels_last=self._channels_last)
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        params = dict(model.named_parameters())
+        leaked = sum(int((params[n].detach()[~m] != 0).sum()) for n, m in masks.items())
+        collapse = collapsed_layers(masks, model)
+        final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.best["state"])
+        best = evaluate(model, test_loader, channels_last=self._channels_last)
+        model.load_state_dict(final_state)
+        h = self.history
+        sparse_seconds = [s for s, sp in zip(h["epoch_seconds"], h["sparse"]) if sp]
+        result = {
+            "run_name": self.run_dir.name,
+            "run_dir": str(self.run_dir),
+            "config": cfg.to_dict(),
+            "config_hash": cfg.config_hash(),
+            "test_accuracy_final": final["accuracy"],
+            "test_loss_final": final["loss"],
+            "test_accuracy_best_val": best["accuracy"],
+            "test_loss_best_val": best["loss"],
+            "best_epoch": self.best["epoch"],
+            "best_val_accuracy": self.best["val_accuracy"],
+            "prune_epoch": cfg.prune_epoch,
+            "history": h,
+            "val_accuracy": h["val_accuracy"],
+            "train_loss": h["train_loss"],
+            "target_sparsity": cfg.sparsity,
+            "sparsity": 1.0 - kept / total,
+            "prunable_weights": total,
+            "kept_weights": kept,
+            "pruned_weights_nonzero": leaked,
+            "layer_density": layer_density(masks),
+            "collapsed_layers": list(collapse),
+            "collapse": collapse.to_dict(),
+            "scoring_seconds": self.scoring_seconds,
+            "epoch_seconds": h["epoch_seconds"],
+            "mean_sparse_epoch_seconds": sum(sparse_seconds) / len(sparse_seconds) if sparse_seconds else None,
+            "resumed_from": self.resumed_from,
+            "device": _describe_device(self.device),
+            "versions": _versions(),
+            "git_revision": _git_revision(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return json.loads(json.dumps(result))  # exactly what result.json gives back
+
+
+# ---------------------------------------------------------------------- helpers
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _say(cfg: RunConfig, message: str) -> None:
+    if not cfg.quiet:
+        print(f"[fts_core.run] {message}", file=sys.stderr, flush=True)
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _versions() -> dict[str, str]:
+    import fts_core
+
+    return {"fts_core": fts_core.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _git_revision() -> str | None:
+    """``git rev-parse HEAD`` of the source tree (read-only), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                             check=True, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rev = out.stdout.strip()
+    return rev or None
+
+
+# ---------------------------------------------------------------------- command line
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict with YAML-typed values (``epochs=3`` -> 3, ``milestones=[2,3]``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        d = load_yaml_mapping(args.config)
+        d.update(_parse_set(args.set))
+        if args.quiet:
+            d["quiet"] = True
+        cfg = RunConfig.from_dict(d)
+        result = run(cfg)
+    except (ValueError, TypeError, FileNotFoundError, CorruptCheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    line = (f"{result['run_dir']}: test accuracy final {result['test_accuracy_final']:.4f}, best-val "
+            f"{result['test_accuracy_best_val']:.4f} (epoch {result['best_epoch']}), sparsity "
+            f"{result['sparsity']:.4f}")
+    print(line if not math.isnan(result["test_accuracy_final"]) else line + " (diverged)")
+    return 0
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``run CONFIG.yaml [--set k=v ...] [--quiet]``."""
+    p = subparsers.add_parser(
+        "run", help="run one experiment (warm-up, score, prune, train, test); resumes if interrupted",
+        description="Run one experiment from a YAML config. Re-running resumes from the last good "
+                    "checkpoint, or prints the stored result when the run has finished.")
+    p.add_argument("config", help="YAML file with RunConfig keys (see fts_core.config.RunConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value, e.g. --set epochs=3 --set milestones=[1,2])")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    p.set_defaults(func=_cmd_run)
+    return p
