@@ -69,7 +69,7 @@ class RunConfig:
     per_class: Optional[int] = None
     score_batch_size: Optional[int] = None  # loader batch for scoring; None = batch_size
     chunk_size: Optional[int] = None
-    bn_mode: str = "eval"
+    bn_mode: str = "eval"  # BatchNorm while scoring: running statistics (the authors); passed to score()
     strategy: str = "auto"
     criterion_options: dict = field(default_factory=dict)  # extra keyword options of the criterion
     # data and model extras
@@ -83,7 +83,7 @@ class RunConfig:
     channels_last: bool = False
     out_dir: str = "runs"
     run_name: Optional[str] = None  # None = derived from the config hash
-    keep_checkpoints: int = 2  # newest checkpoints kept while running (1 when finished); 0 = keep all
+    keep_checkpoints: int = 2  # a checkpoint per epoch, the newest 2 kept (0 keeps all); the final one when done
     quiet: bool = False
 
     # ------------------------------------------------------------------ construction
@@ -217,6 +217,9 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise bad(name, "must be > 0 or null")
+        if self.score_samples is not None and self.per_class is not None:
+            raise ValueError(f"config score_samples={self.score_samples!r} and per_class={self.per_class!r}: "
+                             "give at most one of them (a sample of N in all, or N per class)")
         if not 0 < self.val_fraction < 1:
             raise bad("val_fraction", "must be in (0, 1)")
         if self.keep_checkpoints < 0:
@@ -227,22 +230,100 @@ class RunConfig:
             raise bad("device", "allowed: auto, cpu, cuda, cuda:N, mps")
 
     def check_names(self) -> None:
-        """Check model, dataset, criterion, scope and prunable rule against the registries."""
-        from fts_core.criteria import CRITERIA
+        """Check the names and options that live in registries, before any data is loaded:
+        model, dataset, criterion, scope, ``bn_mode``, ``strategy`` and the criterion options
+        (names, types and allowed values, see :func:`check_criterion_options`).
+
+        What needs the data or the model (``score_samples`` / ``per_class`` against the
+        training split, BatchNorm against ``bn_mode``) is checked by the runner after loading.
+        """
+        from fts_core.criteria import BN_MODES, CRITERIA
         from fts_core.data import DATASETS
         from fts_core.models import MODELS
+        from fts_core.persample import STRATEGIES
 
         for key, registry in (("model", MODELS), ("dataset", DATASETS), ("criterion", CRITERIA)):
             value = getattr(self, key)
             if value not in registry:
                 raise ValueError(f"unknown {key} {value!r}; known: {', '.join(sorted(registry))}")
-        allowed = getattr(CRITERIA[self.criterion], "options", None)
-        if allowed is not None:
-            unknown = sorted(set(self.criterion_options) - set(allowed))
-            if unknown:
-                raise ValueError(f"config criterion_options: unknown option(s) {unknown} for criterion "
-                                 f"{self.criterion!r}; allowed: {sorted(allowed) or 'none'}")
+        for key, allowed in (("bn_mode", BN_MODES), ("strategy", STRATEGIES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"config {key}={getattr(self, key)!r}: allowed: {', '.join(map(str, allowed))}")
+        check_criterion_options(self.criterion, self.criterion_options)
         _check_scope(self.scope)
+
+
+# ---------------------------------------------------------------------- criterion options
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_ints(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)
+
+
+def _option_rules() -> dict[str, tuple[Any, str]]:
+    """Option name -> (test, what is allowed): the values the shipped criteria accept in a run
+    (by name, so a user's criterion with an option of the same name gets the same check)."""
+    from fts_core.synflow import SCHEDULES
+
+    return {
+        "sign": (lambda v: v in ("+", "-"), "'+' or '-'"),
+        "absolute": (lambda v: isinstance(v, bool), "true or false"),
+        "convention": (lambda v: v in ("authors", "reference"), "'authors' or 'reference'"),
+        "temperature": (lambda v: _real(v) and v > 0, "a finite number > 0"),
+        "damping": (lambda v: _real(v) and v > 0, "a finite number > 0 (0 gives NaN scores where the Fisher is 0, "
+                                                   "which make_masks refuses)"),
+        "probes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "rounds": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "double": (lambda v: isinstance(v, bool), "true or false"),
+        "sparsity": (lambda v: v is None or (_real(v) and 0 <= v < 1),
+                     "null (= the run's sparsity) or a number in [0, 1)"),
+        "input_shape": (lambda v: v is None or _positive_ints(v),
+                        "null or a list of positive integers, e.g. [3, 32, 32]"),
+        "schedule": (lambda v: v in SCHEDULES, " or ".join(map(repr, SCHEDULES))),
+    }
+
+
+def _rule_from_default(default: Any) -> tuple[Any, str] | None:
+    """A type check derived from an option's registered default (None: no information)."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if isinstance(default, float):
+        return _real, "a finite number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    return None
+
+
+def check_criterion_options(criterion: str, options: Mapping[str, Any]) -> None:
+    """Check ``criterion_options`` of a run against the criterion's registered options.
+
+    Names must be among the criterion's ``options``; values must pass the known rule for
+    that name (e.g. ``sign`` is ``"+"`` or ``"-"``, ``probes`` an integer >= 1), or else have
+    the type of the registered default. Raises ``ValueError`` naming the option, the bad
+    value and what is allowed.
+    """
+    from fts_core.criteria import CRITERIA
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(sorted(CRITERIA))}")
+    defaults = getattr(CRITERIA[criterion], "options", None)
+    if defaults is None:  # a criterion that does not declare its options
+        return
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"config criterion_options: unknown option(s) {unknown} for criterion "
+                         f"{criterion!r}; allowed: {sorted(defaults) or 'none'}")
+    rules = _option_rules()
+    for key, value in options.items():
+        rule = rules.get(key) or _rule_from_default(defaults[key])
+        if rule is not None and not rule[0](value):
+            raise ValueError(f"config criterion_options={dict(options)!r}: option {key!r} of criterion "
+                             f"{criterion!r} must be {rule[1]}, got {value!r}")
 
 
 def _check_scope(scope: str) -> None:

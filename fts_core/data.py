@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fts_core.device import resolve_device
+
 DEFAULT_ROOT = "~/.cache/fts_core/data"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
@@ -255,7 +257,7 @@ def load_data(name: str, root: str | os.PathLike | None = None, subset: int | fl
     if download is None:
         download = os.environ.get("FTS_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")
     root_path = Path(root if root is not None else os.environ.get("FTS_DATA", DEFAULT_ROOT)).expanduser()
-    device = _resolve_device(device)
+    device = resolve_device(device)
 
     raw = DATASETS[name](root_path, download, **options)
     pool, test = raw.train, raw.test
@@ -284,12 +286,6 @@ def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     return int(seed)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _subset_size(subset: int | float, n: int) -> int:
@@ -408,16 +404,21 @@ def _find_fashion_mnist(root: Path) -> list[Path] | None:
 def fashion_mnist(root: Path, download: bool) -> RawData:
     """Fashion-MNIST: 60k training / 10k test images, 28x28 zero-padded to 1x32x32, 10 classes."""
     files = _find_fashion_mnist(root)
+    where = (f"Install them with `apt-get install dataset-fashion-mnist` (into {FASHION_MNIST_SYSTEM_DIR}), or "
+             f"put the four files {', '.join(_FASHION_FILES)} (plain or .gz) in {root / 'FashionMNIST' / 'raw'}; "
+             "pass root=... or set FTS_DATA to use another folder")
     if files is None and download:
         import torchvision
 
-        torchvision.datasets.FashionMNIST(str(root), download=True)
+        try:
+            torchvision.datasets.FashionMNIST(str(root), download=True)
+        except (RuntimeError, OSError) as err:  # torchvision: RuntimeError after every mirror failed; URLError
+            raise FileNotFoundError(f"fashion_mnist: downloading into {root} failed ({err}). {where}.") from err
         files = _find_fashion_mnist(root)
     if files is None:
         raise FileNotFoundError(
             f"fashion_mnist: IDX files not found in {FASHION_MNIST_SYSTEM_DIR} or {root / 'FashionMNIST' / 'raw'}. "
-            "Install them with `apt-get install dataset-fashion-mnist`, put the four "
-            "*-ubyte(.gz) files in <root>/FashionMNIST/raw/, or pass download=True (needs internet).")
+            f"{where}, or pass download=True (needs internet).")
     xtr, ytr, xte, yte = (read_idx(p) for p in files)
     pad = lambda x: np.pad(x, ((0, 0), (2, 2), (2, 2)))[:, None]  # noqa: E731  (N, 28, 28) -> (N, 1, 32, 32)
     return RawData(_split(pad(xtr), ytr), _split(pad(xte), yte), 10, *FASHION_MNIST_STATS)

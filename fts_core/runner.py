@@ -13,11 +13,11 @@ Run directory ``out_dir/<run name>/`` (name = ``run_name`` or derived from the c
 
 - ``config.yaml``: the config, written when the directory is created;
 - ``mask.pt``: the keep-masks (``torch.load`` gives ``{name: BoolTensor}``), after scoring;
-- ``checkpoint-EEEE.pt``: after every epoch E (0-based), atomically (temp + rename) and
-  self-checking (sha256 header, see :mod:`fts_core.checkpoint`); the newest
-  ``keep_checkpoints`` (default 2) are kept while the run goes on, so a damaged newest one
-  leaves a good one, and only the final one once ``result.json`` is written
-  (``keep_checkpoints=0`` keeps every epoch's); each holds model, optimizer, scheduler,
+- ``checkpoint-EEEE.pt``: a checkpoint per epoch E (0-based), the newest 2 kept
+  (``keep_checkpoints``, default 2; ``keep_checkpoints=0`` keeps all), so a damaged newest
+  one leaves a good one; once ``result.json`` is written only the final one stays (all of
+  them with ``keep_checkpoints=0``). Written atomically (temp + rename) and self-checking
+  (sha256 header, see :mod:`fts_core.checkpoint`); each holds model, optimizer, scheduler,
   masks, best-validation state, metric history and the torch RNG states (ResNet18 at full
   width: about 150 MB);
 - ``result.json``: written last, atomically.
@@ -30,9 +30,10 @@ bitwise the same numbers as an uninterrupted one on the same device.
 Seeds: ``seed`` fixes the initial weights (``torch.manual_seed`` before ``build_model``),
 the scoring sample and order (``score(seed=...)`` over the training loader of epoch
 ``prune_epoch``) and the training order/augmentation (``TensorLoader.set_epoch(epoch)``);
-``split_seed`` fixes the train/validation split. Scoring sees augmented training images in
-eval mode (the authors' setting); ``synflow`` gets ``sparsity`` as its target unless
-``criterion_options`` says otherwise.
+``split_seed`` fixes the train/validation split. Scoring sees augmented training images with
+BatchNorm in eval mode (``bn_mode="eval"``, the default, passed to ``score()`` explicitly: the
+authors' setting); ``synflow`` gets ``sparsity`` as its target unless ``criterion_options``
+says otherwise.
 
 Result (``result.json``): ``config``, ``config_hash``, ``test_accuracy_final`` /
 ``test_loss_final``, ``test_accuracy_best_val`` / ``test_loss_best_val``, ``best_epoch``,
@@ -46,9 +47,14 @@ and ``collapse`` (see ``masks.collapsed_layers``), ``scoring_seconds``,
 ``versions``, ``git_revision`` (``git rev-parse HEAD``, or null), ``finished_at``.
 Accuracies are fractions in [0, 1].
 
-Bad input (unknown keys/names/criterion options, ``warmup >= epochs``, ``batch_size <= 0``,
-missing dataset files, ...) raises before anything is written. A run directory that holds a
-different config is refused. Two processes must not run the same config at the same time.
+Bad input raises before anything is written (the run directory is created only after every
+check): unknown keys or names, criterion options with unknown names or bad values
+(``sign=-1``), ``warmup >= epochs``, ``batch_size <= 0``, missing dataset files, an unknown
+``bn_mode`` / ``strategy``, ``score_samples`` or ``per_class`` larger than the training split
+(or a class of it), ``bn_mode`` other than ``"eval"`` for a per-sample criterion (FTS, FD,
+FP, FBSS) on a model with BatchNorm, ``strategy="hooks"`` on layers it cannot handle. A run
+directory that holds a different config is refused. Two processes must not run the same
+config at the same time.
 """
 from __future__ import annotations
 
@@ -79,6 +85,7 @@ from fts_core.checkpoint import (
     save_checkpoint,
 )
 from fts_core.config import RunConfig, load_yaml_mapping
+from fts_core.device import resolve_device, synchronize
 
 CHECKPOINT_FORMAT = 1
 RESULT_FILE = "result.json"
@@ -112,7 +119,8 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
     data = load_data(cfg.dataset, root=cfg.root, subset=cfg.subset, seed=cfg.split_seed, device=device,
                      val_fraction=cfg.val_fraction, **cfg.data_options)
     model = _build_model(cfg, data, device)
-    prunable_parameters(model, cfg.prunable)
+    prunable = prunable_parameters(model, cfg.prunable)
+    _check_scoring(cfg, data, model, prunable)
 
     created = not run_dir.exists()
     _write_config(run_dir, cfg)
@@ -124,16 +132,51 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
         raise
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config device={device!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"config device={device!r}: MPS is not available here; use 'cpu' or 'auto'")
-    return dev
+def _check_scoring(cfg: RunConfig, data: Any, model: nn.Module, prunable: Mapping[str, nn.Parameter]) -> None:
+    """What ``score()`` would refuse only after the warm-up, checked on the loaded data and the
+    fresh model (the model's mode and buffers are left as they were)."""
+    from fts_core.criteria import CRITERIA
+    from fts_core.persample import hooks_supported
+
+    fn = CRITERIA[cfg.criterion]
+    if getattr(fn, "needs_data", True):
+        n = len(data.train)
+        if cfg.score_samples is not None and cfg.score_samples > n:
+            raise ValueError(f"config score_samples={cfg.score_samples}: the training split has only {n} images "
+                             f"(dataset {cfg.dataset!r}, subset={cfg.subset!r}, val_fraction={cfg.val_fraction}); "
+                             f"use at most {n} or null (all of them)")
+        if cfg.per_class is not None:
+            counts = torch.bincount(data.train.y.cpu(), minlength=data.num_classes)
+            present = counts[counts > 0]
+            smallest = int(present.min()) if present.numel() else 0
+            if cfg.per_class > smallest:
+                c = int(torch.nonzero(counts == smallest)[0])
+                raise ValueError(f"config per_class={cfg.per_class}: class {c} of the training split has only "
+                                 f"{smallest} images; use at most {smallest} or null")
+    if not getattr(fn, "per_sample", False):
+        return
+    # per-sample statistics need BatchNorm on running statistics; at the pruning point the model
+    # is in train mode (fresh, or just after a training epoch), so "as_is" means batch statistics
+    bn = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    no_stats = [name for name in bn if getattr(model.get_submodule(name), "running_mean", None) is None]
+    if no_stats:
+        raise ValueError(f"config criterion={cfg.criterion!r} needs per-sample gradients, but model {cfg.model!r} has "
+                         f"BatchNorm {no_stats[0]!r} without running statistics (track_running_stats=False); use a "
+                         "criterion without per-sample statistics")
+    if bn and cfg.bn_mode != "eval":
+        raise ValueError(f"config bn_mode={cfg.bn_mode!r}: criterion {cfg.criterion!r} needs per-sample gradients, "
+                         f"but BatchNorm {bn[0]!r} would use batch statistics while scoring; use "
+                         "bn_mode='eval' (the authors' setting) or a criterion without per-sample statistics")
+    if cfg.strategy == "hooks":
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()  # as score() sees it with bn_mode="eval"
+        try:
+            why = hooks_supported(model, dict(prunable))
+        finally:
+            for m, t in modes:
+                m.training = t
+        if why is not None:
+            raise ValueError(f"config strategy='hooks' cannot handle {why}; use 'auto', 'vmap' or 'loop'")
 
 
 # ---------------------------------------------------------------------- run directory
@@ -271,14 +314,17 @@ class _Run:
         prunable = prunable_parameters(self.model, cfg.prunable)
         options = dict(cfg.criterion_options)
         if "sparsity" in getattr(CRITERIA[cfg.criterion], "options", {}):
-            options.setdefault("sparsity", cfg.sparsity)  # iterative criteria (synflow) aim at the target
-        _synchronize(self.device)
+            if options.get("sparsity") is None:  # iterative criteria (synflow) aim at the run's target
+                options["sparsity"] = cfg.sparsity
+        synchronize(self.device)
         start = time.perf_counter()
+        # bn_mode explicitly (default "eval", the authors'): score()'s own default refuses
+        # per-sample criteria on BatchNorm in train mode, and the model is in train mode here
         scores = score(cfg.criterion, self.model, loader, num_samples=cfg.score_samples, per_class=cfg.per_class,
                        chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, seed=cfg.seed, strategy=cfg.strategy,
                        prunable=prunable, quiet=cfg.quiet, **options)
         masks = make_masks(scores, cfg.sparsity, scope=cfg.scope)
-        _synchronize(self.device)
+        synchronize(self.device)
         self.scoring_seconds = time.perf_counter() - start
         self.masks = {n: m.to(self.device) for n, m in masks.items()}
         apply_masks(self.model, self.masks, self.optimizer)
@@ -401,11 +447,6 @@ class _Run:
 
 
 # ---------------------------------------------------------------------- helpers
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _say(cfg: RunConfig, message: str) -> None:
     if not cfg.quiet:
         print(f"[fts_core.run] {message}", file=sys.stderr, flush=True)

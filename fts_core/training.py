@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fts_core.device import synchronize
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -35,13 +37,6 @@ def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":  # pragma: no cover - no MPS here
-        torch.mps.synchronize()
 
 
 def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -90,7 +85,7 @@ def train_epoch(
     if images == 0:
         raise ValueError("train_epoch: the loader yielded no batches")
     loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()

@@ -273,6 +273,38 @@ def test_fashion_mnist_from_torchvision_layout_and_missing_files(tmp_path, monke
         load_data("fashion_mnist", root=tmp_path / "empty")
 
 
+def test_fashion_mnist_download_without_network_explains_where_the_files_go(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3]>")
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", offline)
+    monkeypatch.setattr(fdata, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError) as err:
+        load_data("fashion_mnist", root=tmp_path, download=True)
+    msg = str(err.value)
+    for hint in ("downloading into", "urlopen error", "apt-get install dataset-fashion-mnist",
+                 str(tmp_path / "FashionMNIST" / "raw"), "train-images-idx3-ubyte", "FTS_DATA"):
+        assert hint in msg, hint
+    assert isinstance(err.value.__cause__, RuntimeError)
+
+
+def test_device_names_resolve_in_one_place():
+    from fts_core import device as fdevice
+    from fts_core import runner
+
+    assert fdevice.resolve_device("cpu") == torch.device("cpu")
+    assert fdevice.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert fdevice.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert runner.resolve_device is fdevice.resolve_device and not hasattr(fdata, "_resolve_device")
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        load_data("synthetic", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda:0': CUDA is not available"):
+            load_data("synthetic", device="cuda:0")
+
+
 @pytest.mark.skipif(not fdata.FASHION_MNIST_SYSTEM_DIR.is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (/usr/share/datasets/fashion-mnist)")
 def test_fashion_mnist_system_files(tmp_path):

@@ -1,6 +1,7 @@
 """fts_core.run: config checks, the protocol end to end, checkpoints, resume after a kill."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -104,7 +105,7 @@ def test_config_hash_ignores_where_and_how_loudly_but_not_what():
     c = RunConfig(**{k: v for k, v in TINY.items()})
     assert c.replace(out_dir="elsewhere", quiet=False, device="auto").config_hash() == c.config_hash()
     assert c.replace(seed=1).config_hash() != c.config_hash()
-    assert c.replace(criterion_options={"sign": -1}).config_hash() != c.config_hash()
+    assert c.replace(criterion_options={"sign": "-"}).config_hash() != c.config_hash()
     assert c.name.startswith("resnet18-w0.0625-synthetic-fts-s0.8-seed0-")
 
 
@@ -124,11 +125,71 @@ def test_config_hash_ignores_where_and_how_loudly_but_not_what():
     ({"prunable": "everything"}, r"unknown prunable rule 'everything'"),
     ({"criterion_options": {"sing": "-"}}, r"unknown option\(s\) \['sing'\] for criterion 'fts'; allowed: .*sign"),
     ({"device": "gpu"}, r"device='gpu': allowed: auto, cpu"),
+    # criterion option values, by known rule or by the type of the registered default
+    ({"criterion_options": {"sign": -1}}, r"option 'sign' of criterion 'fts' must be '\+' or '-', got -1"),
+    ({"criterion_options": {"absolute": "yes"}}, r"option 'absolute' of criterion 'fts' must be true or false"),
+    ({"criterion": "grasp", "criterion_options": {"convention": "wang"}},
+     r"option 'convention' of criterion 'grasp' must be 'authors' or 'reference', got 'wang'"),
+    ({"criterion": "grasp", "criterion_options": {"temperature": 0}}, r"'temperature'.*must be a finite number > 0"),
+    ({"criterion": "hts", "criterion_options": {"probes": 0}}, r"'probes' of criterion 'hts' must be an integer >= 1"),
+    ({"criterion": "hutchinson_diag", "criterion_options": {"probes": 2.5}}, r"'probes'.*integer >= 1, got 2.5"),
+    ({"criterion": "fbss", "criterion_options": {"damping": 0}}, r"'damping'.*> 0 \(0 gives NaN scores"),
+    ({"criterion": "synflow", "criterion_options": {"schedule": "cosine"}},
+     r"'schedule' of criterion 'synflow' must be 'exponential' or 'linear', got 'cosine'"),
+    ({"criterion": "synflow", "criterion_options": {"sparsity": 1.5}}, r"'sparsity'.*in \[0, 1\), got 1.5"),
+    ({"criterion": "synflow", "criterion_options": {"input_shape": [3, 0, 32]}}, r"'input_shape'.*positive integers"),
+    # scoring settings that score() would only refuse after the warm-up
+    ({"bn_mode": "batch"}, r"bn_mode='batch': allowed: eval, train, as_is"),
+    ({"strategy": "fast"}, r"strategy='fast': allowed: auto, loop, hooks, vmap"),
+    ({"per_class": 2}, r"score_samples=32 and per_class=2: give at most one"),
+    ({"score_samples": 129}, r"score_samples=129: the training split has only 128 images"),
+    ({"score_samples": None, "per_class": 17}, r"per_class=17: class \d+ of the training split has only 1[0-6] images"),
+    ({"bn_mode": "train"}, r"bn_mode='train': criterion 'fts' needs per-sample gradients, but BatchNorm 'bn1'"),
+    ({"bn_mode": "as_is", "criterion": "fisher_diag"}, r"bn_mode='as_is': criterion 'fisher_diag' needs per-sample"),
 ])
 def test_bad_input_fails_before_anything_is_written(tmp_path, change, match):
     out = tmp_path / "runs"
     with pytest.raises((ValueError, TypeError), match=match):
         run({**TINY, "out_dir": str(out), **change})
+    assert not out.exists()
+
+
+def test_bad_scoring_settings_fail_before_any_training(tmp_path, monkeypatch):
+    """The checks above run before the warm-up: no epoch is trained, no directory created."""
+    import fts_core.training
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started before the scoring settings were checked")
+
+    monkeypatch.setattr(fts_core.training, "train_epoch", fail)
+    out = tmp_path / "runs"
+    with pytest.raises(ValueError, match=r"score_samples=1000: the training split has only 128"):
+        run({**TINY, "score_samples": 1000, "out_dir": str(out)})
+    assert not out.exists()
+
+
+def test_score_samples_do_not_limit_data_free_criteria(tmp_path):
+    """random/magnitude/synflow ignore the scoring sample, so a large one is no error; synflow
+    with ``sparsity: null`` aims at the run's sparsity."""
+    r = run({**TINY, "criterion": "synflow", "criterion_options": {"sparsity": None, "rounds": 2},
+             "score_samples": 10_000, "epochs": 1, "warmup": 0, "milestones": [], "out_dir": str(tmp_path)})
+    assert r["sparsity"] == pytest.approx(0.8, abs=1e-3) and r["pruned_weights_nonzero"] == 0
+
+
+def test_hooks_strategy_on_layers_it_cannot_handle_fails_up_front(tmp_path, monkeypatch):
+    from torch import nn
+
+    from fts_core.models import MODELS
+
+    def grouped(num_classes=10, in_channels=3, width=1.0):
+        return nn.Sequential(collections.OrderedDict(
+            conv=nn.Conv2d(in_channels, 4, 3, groups=1), grouped=nn.Conv2d(4, 4, 3, groups=2),
+            pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), linear=nn.Linear(4, num_classes)))
+
+    monkeypatch.setitem(MODELS, "test_grouped_cnn", grouped)
+    out = tmp_path / "runs"
+    with pytest.raises(ValueError, match=r"strategy='hooks' cannot handle grouped.weight: Conv2d with groups"):
+        run({**TINY, "model": "test_grouped_cnn", "strategy": "hooks", "out_dir": str(out)})
     assert not out.exists()
 
 
