@@ -3,26 +3,36 @@
     python benchmarks/scoring.py            # CIFAR ResNet18 and VGG19, full width, N=128 (minutes)
     python benchmarks/scoring.py --quick    # width 0.25, N=32: a smoke test
 
-Methods (each in a fresh subprocess, so the peak resident memory ``ru_maxrss`` is its own;
-on CUDA ``torch.cuda.max_memory_allocated`` instead), all in eval mode on the same synthetic
-CIFAR-shaped batch:
+Every method runs in a fresh subprocess, in eval mode, on the same synthetic CIFAR-shaped
+batch, and computes gradients w.r.t. the **same parameter set**: the prunable weights of
+``fts_core.masks.prunable_parameters(model)`` (conv/linear weights except the classifier),
+the set ``ours`` scores; the other parameters are held fixed.
 
-* ``floor``    one batched forward+backward over the N samples (no per-sample statistics);
-* ``loop``     the plain batch-size-1 loop of the authors: ``zero_grad``, ``backward``,
-               accumulate ``p.grad`` and ``p.grad**2`` for every parameter;
-* ``vmap32``   ``torch.func.vmap(grad)`` over chunks of 32, sum and sum of squares;
-* ``backpack`` BackPACK ``SumGradSquared`` (skipped when not installed);
-* ``opacus``   Opacus ``GradSampleModule`` per-sample gradients (skipped when not installed
-               or when it refuses BatchNorm);
+* ``floor``    one batched forward+backward over the N samples (gradient of the prunable set);
+* ``loop``     the plain batch-size-1 loop of the authors: per sample, the gradient of the
+               prunable set, accumulate ``g`` and ``g**2``;
+* ``vmap32``   ``torch.func.vmap(grad)`` over chunks of 32 w.r.t. the prunable set, sum and
+               sum of squares;
+* ``backpack`` BackPACK ``SumGradSquared`` (non-prunable parameters frozen);
+* ``opacus``   Opacus ``GradSampleModule`` per-sample gradients (non-prunable parameters frozen);
 * ``ours``     ``fts_core.score("fts", ...)`` with the default (auto) strategy.
 
-Targets (exit status 1 when one is missed): ``ours`` faster than every peer on every model;
-``ours`` peak memory ≤ 1.5x the floor's. Stretch (reported only): ``ours`` ≤ 2x the floor.
+Peak memory is the **increase over the process's baseline** taken after imports, model and
+data creation (and the method's setup), so the interpreter, torch and the model itself do not
+dilute the ratios: on CPU the resident-set high-water mark ``VmHWM`` is reset to the current
+RSS at the baseline (``/proc/self/clear_refs``) and read at the end (fallback where that is
+unavailable: the ``ru_maxrss`` delta); on CUDA ``torch.cuda.max_memory_allocated`` minus the
+allocated bytes at the baseline.
+
+Failures (exit status 1): a crash of any method (only an ``ImportError`` of the optional peers
+BackPACK/Opacus is a skip), ``ours`` not faster than every peer on every model, ``ours`` peak
+memory increase > 1.5x the floor's. Stretch (reported only): ``ours`` ≤ 2x the floor.
 Seconds are the median of ``--repeats`` runs after one warm-up run on 2 samples.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -32,41 +42,45 @@ import sys
 import time
 
 PEERS = ("loop", "vmap32", "backpack", "opacus")
+OPTIONAL = ("backpack", "opacus")  # an ImportError of these is a skip, never a failure
 METHODS = ("floor", *PEERS, "ours")
 
 
 # --------------------------------------------------------------------------- worker side
-def _method(name: str, model, x, y):
+def _method(name: str, model, prunable: dict):
+    """A function ``run(xs, ys)`` computing ``name``'s statistics w.r.t. ``prunable``."""
     import torch
     import torch.nn.functional as F
 
+    names = list(prunable)
+    plist = [prunable[n] for n in names]
+    if name in ("backpack", "opacus"):  # these libraries follow requires_grad: freeze the rest
+        keep = {id(p) for p in plist}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in keep)
     if name == "floor":
         def run(xs, ys):
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xs), ys, reduction="sum").backward()
-            model.zero_grad(set_to_none=True)
+            torch.autograd.grad(F.cross_entropy(model(xs), ys, reduction="sum"), plist)
         return run
     if name == "loop":
         def run(xs, ys):
-            params = list(model.parameters())
-            g = [torch.zeros_like(p) for p in params]
-            f = [torch.zeros_like(p) for p in params]
+            g = [torch.zeros_like(p) for p in plist]
+            f = [torch.zeros_like(p) for p in plist]
             for i in range(xs.shape[0]):
-                model.zero_grad(set_to_none=True)
-                F.cross_entropy(model(xs[i:i + 1]), ys[i:i + 1]).backward()
-                for a, b, p in zip(g, f, params):
-                    a += p.grad
-                    b += p.grad * p.grad
-            model.zero_grad(set_to_none=True)
+                grads = torch.autograd.grad(F.cross_entropy(model(xs[i:i + 1]), ys[i:i + 1]), plist)
+                for a, b, gi in zip(g, f, grads):
+                    a += gi
+                    b += gi * gi
         return run
     if name == "vmap32":
         from torch.func import functional_call, grad, vmap
 
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = {k: v.detach() for k, v in model.named_buffers()}
+        fixed = {k: v.detach() for k, v in model.named_parameters() if k not in prunable}
+        fixed.update({k: v.detach() for k, v in model.named_buffers()})
+        params = {k: prunable[k].detach() for k in names}
 
         def loss(p, xi, yi):
-            return F.cross_entropy(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
+            return F.cross_entropy(functional_call(model, {**fixed, **p}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
         per = vmap(grad(loss), in_dims=(None, 0, 0))
 
@@ -78,6 +92,7 @@ def _method(name: str, model, x, y):
                 for k in g:
                     g[k] += gs[k].sum(0)
                     f[k] += gs[k].square().sum(0)
+                del gs
         return run
     if name == "backpack":
         from backpack import backpack, extend
@@ -100,7 +115,7 @@ def _method(name: str, model, x, y):
         def run(xs, ys):
             gsm.zero_grad(set_to_none=True)
             F.cross_entropy(gsm(xs), ys, reduction="sum").backward()
-            for p in gsm.parameters():
+            for p in plist:
                 if getattr(p, "grad_sample", None) is not None:
                     p.grad_sample.square().sum(0)
                     p.grad_sample = None
@@ -109,47 +124,89 @@ def _method(name: str, model, x, y):
         from fts_core.criteria import score
 
         def run(xs, ys):
-            score("fts", model, [(xs, ys)])
+            score("fts", model, [(xs, ys)], prunable=prunable)
         return run
     raise ValueError(f"unknown method {name!r}; allowed: {METHODS}")
 
 
-def worker(args: argparse.Namespace) -> None:
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class _PeakMemory:
+    """Peak memory increase (MiB) over the baseline taken at construction (see module docstring)."""
+
+    def __init__(self, device) -> None:
+        import torch
+
+        gc.collect()
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            return
+        self.hwm = False
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM to the current RSS
+            self.hwm = _status_kib("VmHWM") is not None
+        except OSError:
+            pass
+        self.base = _status_kib("VmRSS") if self.hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def increase_mb(self) -> float:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        peak = _status_kib("VmHWM") if self.hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return max(peak - self.base, 0) / 1024  # KiB on Linux
+
+
+def worker(args: argparse.Namespace) -> int:
     import torch
 
+    from fts_core.masks import prunable_parameters
     from fts_core.models import build_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(args.model, width=args.width).to(device).eval()
+    prunable = prunable_parameters(model)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.n, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (args.n,), generator=g).to(device)
     try:
-        run = _method(args.worker, model, x, y)
-        run(x[:2], y[:2])  # warm-up
+        run = _method(args.worker, model, prunable)
     except ImportError as err:
+        if args.worker not in OPTIONAL:
+            raise
         print(json.dumps({"skipped": f"not installed ({err.name})"}))
-        return
-    except Exception as err:  # a peer that cannot handle the model (e.g. Opacus and BatchNorm)
-        print(json.dumps({"skipped": f"{type(err).__name__}: {str(err)[:80]}"}))
-        return
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        return 0
+    memory = _PeakMemory(device)  # baseline: after imports, model, data and the method's setup
+    run(x[:2], y[:2])  # warm-up
     times = []
     for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         run(x, y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": statistics.median(times), "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": statistics.median(times), "peak_mb": memory.increase_mb(),
+                      "params": sum(p.numel() for p in prunable.values())}))
+    return 0
 
 
 # --------------------------------------------------------------------------- driver side
@@ -170,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     args.n = args.n if args.n is not None else (32 if args.quick else 128)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if args.worker:
-        worker(args)
-        return 0
+        return worker(args)
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad or "ours" not in methods or "floor" not in methods:
         ap.error(f"--methods must include floor and ours, from {METHODS}; got {methods}")
     print(f"device {args.device}, width {args.width}, N={args.n}, threads {args.threads}, "
-          f"median of {args.repeats}", flush=True)
+          f"median of {args.repeats}; every method: gradients w.r.t. the same prunable weights "
+          "(conv/linear except the classifier), eval mode; peak MB = increase over the process's "
+          "baseline after imports and model/data creation", flush=True)
     failures = []
     for model in args.models.split(","):
         res = {}
@@ -186,29 +244,33 @@ def main(argv: list[str] | None = None) -> int:
                    "--width", str(args.width), "--n", str(args.n), "--repeats", str(args.repeats),
                    "--threads", str(args.threads), "--device", args.device]
             out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
-                failures.append(f"{model}/{m}: worker failed")
-                continue
-            res[m] = json.loads(out.stdout.strip().splitlines()[-1])
-        if "floor" not in res or "ours" not in res or "seconds" not in res["ours"]:
+            try:
+                if out.returncode != 0:
+                    raise RuntimeError(f"exit status {out.returncode}")
+                res[m] = json.loads(out.stdout.strip().splitlines()[-1])
+            except (RuntimeError, ValueError, IndexError) as err:
+                print(f"--- {model}/{m} crashed ({err}):\n{out.stderr[-2000:]}", file=sys.stderr)
+                failures.append(f"{model}/{m}: crashed ({err})")
+        if "floor" not in res or "ours" not in res:
             continue
-        floor = res["floor"]
-        print(f"\n{model}  {'method':<9} {'seconds':>8} {'x floor':>8} {'ours/it':>8} {'peak MB':>8} {'x floor':>8}")
+        floor, ours = res["floor"], res["ours"]
+        print(f"\n{model} ({ours['params']:,} prunable weights)")
+        print(f"  {'method':<9} {'seconds':>8} {'x floor':>8} {'ours/it':>8} {'peak MB':>8} {'x floor':>8}")
         for m, r in res.items():
             if "skipped" in r:
-                print(f"{'':<{len(model)}}  {m:<9} skipped: {r['skipped']}")
+                print(f"  {m:<9} skipped: {r['skipped']}")
                 continue
-            print(f"{'':<{len(model)}}  {m:<9} {r['seconds']:8.3f} {r['seconds'] / floor['seconds']:8.2f} "
-                  f"{res['ours']['seconds'] / r['seconds']:8.2f} {r['peak_mb']:8.0f} {r['peak_mb'] / floor['peak_mb']:8.2f}")
-        ours = res["ours"]
+            mem_ratio = r["peak_mb"] / floor["peak_mb"] if floor["peak_mb"] > 0 else float("inf")
+            print(f"  {m:<9} {r['seconds']:8.3f} {r['seconds'] / floor['seconds']:8.2f} "
+                  f"{ours['seconds'] / r['seconds']:8.2f} {r['peak_mb']:8.0f} {mem_ratio:8.2f}")
         for m in PEERS:
             if m in res and "seconds" in res[m] and ours["seconds"] >= res[m]["seconds"]:
                 failures.append(f"{model}: ours {ours['seconds']:.3f}s not faster than {m} {res[m]['seconds']:.3f}s")
         if ours["peak_mb"] > 1.5 * floor["peak_mb"]:
-            failures.append(f"{model}: ours peak {ours['peak_mb']:.0f} MB > 1.5x floor {floor['peak_mb']:.0f} MB")
+            failures.append(f"{model}: ours peak increase {ours['peak_mb']:.0f} MB > 1.5x floor's "
+                            f"{floor['peak_mb']:.0f} MB")
         ratio = ours["seconds"] / floor["seconds"]
-        print(f"{'':<{len(model)}}  stretch (ours <= 2x floor): {'met' if ratio <= 2 else 'missed'} ({ratio:.2f}x)")
+        print(f"  stretch (ours <= 2x floor): {'met' if ratio <= 2 else 'missed'} ({ratio:.2f}x)")
     print()
     for f in failures:
         print("TARGET MISSED:", f)

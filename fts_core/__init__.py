@@ -4,9 +4,10 @@ The public names are imported lazily, so ``import fts_core`` stays fast and does
 in Ray, pandas or matplotlib until they are used::
 
     import fts_core
-    model = fts_core.build_model("resnet18", width=0.25)
     data = fts_core.load_data("digits", seed=0)
-    scores = fts_core.score("fts", model, data.loader("train", batch_size=128))
+    model = fts_core.build_model("resnet18", num_classes=data.num_classes,
+                                 in_channels=data.in_channels, width=0.25)
+    scores = fts_core.score("fts", model, data.loader("train", batch_size=128), bn_mode="eval")
     masks = fts_core.make_masks(scores, sparsity=0.9)
     fts_core.apply_masks(model, masks)
 """

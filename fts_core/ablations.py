@@ -15,6 +15,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from fts_core.persample import owner as _owner
+
 __all__ = ["shuffle_masks", "reinit_kept", "invert_scores"]
 
 
@@ -33,11 +35,6 @@ def shuffle_masks(masks: Mapping[str, Tensor], seed: int = 0) -> dict[str, Tenso
         perm = torch.randperm(m.numel(), generator=gen).to(m.device)
         out[name] = m.reshape(-1)[perm].view(m.shape)
     return out
-
-
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    mname, _, leaf = name.rpartition(".")
-    return (model.get_submodule(mname) if mname else model), leaf
 
 
 @torch.no_grad()

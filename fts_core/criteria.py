@@ -22,8 +22,11 @@ Conventions follow the authors' code by default; each alternative is one option:
   Taylor estimate of the loss change of removing the weight; ``absolute=False`` drops the
   absolute value. The code's batch factor ``B·F̂_B`` is the per-sample Fisher at B = 1
   (every shipped config); we always compute the exact per-sample F̂, i.e. B = 1.
-* ``grasp``: ``−θ ⊙ Hĝ``, keeping the *highest* (the authors' v1 code);
-  ``convention="reference"`` gives ``θ ⊙ Hĝ`` (Wang et al. remove the highest ``−θHĝ``).
+* ``grasp``: ``−θ_P ⊙ (Hĝ)_P``, keeping the *highest* (the authors' v1 code);
+  ``convention="reference"`` gives ``θ_P ⊙ (Hĝ)_P`` (Wang et al. remove the highest ``−θHĝ``).
+  ĝ and the Hessian-vector product are taken over **all** trainable parameters (biases,
+  BatchNorm, classifier included), as Wang et al. and the authors' code do, and only then
+  restricted to the prunable entries P (so H_PO ĝ_O terms count).
   ``temperature`` divides the logits for both ĝ and Hĝ (1 by default; Wang et al. use 200).
 * ``fbss``: ``½(F̂+ε)(θ − ĝ/(F̂+ε))²`` with damping ε = ``damping`` (the code has none, so
   F̂ = 0 gives NaN, ranked first by ``topk``; since ĝ² ≤ F̂, ε only matters where F̂ = 0,
@@ -34,6 +37,11 @@ Conventions follow the authors' code by default; each alternative is one option:
   temperature ``temperature`` = 200 (the revision's code); ``hts`` uses ĝ at the same
   temperature (both terms are the Taylor terms of the same tempered loss).
 * ``synflow``: a 100-round procedure; needs ``sparsity=`` (see :mod:`fts_core.synflow`).
+
+BatchNorm: the authors score in eval mode (running statistics). Per-sample statistics are
+only defined then (batch statistics couple the samples), so by default (``bn_mode=None``) a
+per-sample criterion refuses a model with BatchNorm in train mode instead of silently
+switching it: call ``model.eval()`` or pass ``bn_mode="eval"`` (see :func:`score`).
 """
 from __future__ import annotations
 
@@ -126,17 +134,19 @@ class ScoringContext:
         if ("hg", float(temperature)) in self._cache:
             return self._cache[("hg", float(temperature))][0]
         return self._cached(("grad", float(temperature)), lambda: persample.batched_mean_grad(
-            self.model, self.params, self.batches, temperature=temperature))
+            self.model, self.params, self.batches, temperature=temperature, quiet=self.quiet))
 
     def grasp_hg(self, temperature: float = 1.0) -> dict[str, Tensor]:
-        """H ĝ (Hessian of the mean tempered loss times its mean gradient)."""
+        """(H ĝ)_P: Hessian of the mean tempered loss times its mean gradient, both over *all*
+        trainable parameters, restricted to the prunable ones (:func:`fts_core.curvature.grasp_hg`)."""
         return self._cached(("hg", float(temperature)), lambda: curvature.grasp_hg(
-            self.model, self.params, self.batches, temperature=temperature))[1]
+            self.model, self.params, self.batches, temperature=temperature, quiet=self.quiet))[1]
 
     def hutchinson(self, probes: int = 10, temperature: float = 200.0) -> dict[str, Tensor]:
         """Hutchinson diagonal Ĥ (``probes`` Rademacher probes per batch, seeded by ``seed``)."""
         return self._cached(("hutch", int(probes), float(temperature)), lambda: curvature.hutchinson_diag(
-            self.model, self.params, self.batches, probes=probes, temperature=temperature, seed=self.seed))
+            self.model, self.params, self.batches, probes=probes, temperature=temperature, seed=self.seed,
+            quiet=self.quiet))
 
 
 # --------------------------------------------------------------------------- criteria
@@ -169,7 +179,10 @@ def _snip(ctx: ScoringContext) -> dict[str, Tensor]:
 
 @criterion("grasp", options={"temperature": 1.0, "convention": "authors"})
 def _grasp(ctx: ScoringContext) -> dict[str, Tensor]:
-    """−θ ⊙ Hĝ (authors: keep highest) or θ ⊙ Hĝ (``convention="reference"``, Wang et al.)."""
+    """−θ_P ⊙ (Hĝ)_P (authors: keep highest) or θ_P ⊙ (Hĝ)_P (``convention="reference"``, Wang et al.).
+
+    ĝ and Hĝ are over all trainable parameters (biases, BatchNorm, classifier included), as in
+    Wang et al. and the authors' code; only the product is restricted to the prunable entries."""
     conv = ctx.opt("convention")
     if conv not in ("authors", "reference"):
         raise ValueError(f"unknown grasp convention {conv!r}; allowed: ('authors', 'reference')")
@@ -264,8 +277,8 @@ def _hts(ctx: ScoringContext) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- data
-def _collect(data: Any, device: torch.device, dtype: torch.dtype, limit: int | None = None) -> list[tuple[Tensor, Tensor]]:
-    """Materialise ``data`` (iterable of (x, y)) on ``device``; x cast to the model's float dtype."""
+def _collect(data: Any, limit: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """The ``(x, y)`` batches of ``data`` as tensors, where they are (not moved or cast yet)."""
     if data is None:
         return []
     out = []
@@ -276,37 +289,58 @@ def _collect(data: Any, device: torch.device, dtype: torch.dtype, limit: int | N
     for i, batch in enumerate(iterator):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError(f"batch {i} of data is not an (inputs, targets) pair: {type(batch).__name__}")
-        x, y = batch[0], batch[1]
-        x, y = torch.as_tensor(x), torch.as_tensor(y)
-        if x.is_floating_point():
-            x = x.to(device=device, dtype=dtype)
-        else:
-            x = x.to(device=device)
+        x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
         if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool or y.shape[0] != x.shape[0]:
             raise ValueError(f"batch {i}: targets must be integer class labels of shape ({x.shape[0]},), "
                              f"got dtype {y.dtype} shape {tuple(y.shape)}")
         if x.shape[0] > 0:
-            out.append((x, y.to(device=device, dtype=torch.long)))
+            out.append((x, y))
         if limit is not None and len(out) >= limit:
             break
     return out
 
 
+def _to_device(batches: list[tuple[Tensor, Tensor]], device: torch.device,
+               dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+    """Batches on ``device``: float inputs cast to the model's ``dtype``, labels int64 (no copy
+    when already so)."""
+    out = []
+    for x, y in batches:
+        x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)
+        out.append((x, y.to(device=device, dtype=torch.long)))
+    return out
+
+
+def _label_range(batches: list[tuple[Tensor, Tensor]]) -> tuple[int, int]:
+    """(min, max) label over all batches, where the labels are: one concatenation, one
+    ``aminmax``, one host sync (no per-batch ``.item()``)."""
+    where = batches[0][1].device
+    y = torch.cat([b[1].to(device=where, dtype=torch.long) for b in batches])
+    lo, hi = torch.aminmax(y)
+    ymin, ymax = torch.stack([lo, hi]).tolist()
+    return int(ymin), int(ymax)
+
+
 def _select(batches: list[tuple[Tensor, Tensor]], num_samples: int | None, per_class: int | None,
             seed: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """Reproducible subset: ``per_class`` samples of every class or ``num_samples`` in all."""
+    """Reproducible subset: ``per_class`` samples of every class or ``num_samples`` in all.
+
+    Indices come from ``torch.randperm`` on a CPU generator seeded by ``seed`` (over the whole
+    data, or within each class), sorted back into data order; the chosen rows are gathered batch
+    by batch (the inputs are never concatenated as a whole, so no second full copy of the data
+    exists) and re-batched at ``batch_size``.
+    """
     if num_samples is None and per_class is None:
         return batches
     if num_samples is not None and per_class is not None:
         raise ValueError("give num_samples or per_class, not both")
-    x = torch.cat([b[0] for b in batches])
-    y = torch.cat([b[1] for b in batches])
-    n = x.shape[0]
+    sizes = [int(b[0].shape[0]) for b in batches]
+    n = sum(sizes)
     gen = torch.Generator().manual_seed(int(seed))
-    y_cpu = y.cpu()
     if per_class is not None:
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ValueError(f"per_class must be an integer >= 1, got {per_class!r}")
+        y_cpu = torch.cat([b[1].reshape(-1).cpu() for b in batches])  # labels only (small)
         picks = []
         for c in torch.unique(y_cpu).tolist():
             idx = torch.nonzero(y_cpu == c).flatten()
@@ -318,9 +352,18 @@ def _select(batches: list[tuple[Tensor, Tensor]], num_samples: int | None, per_c
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= n:
             raise ValueError(f"num_samples must be an integer in [1, {n}] (the data size), got {num_samples!r}")
         chosen = torch.randperm(n, generator=gen)[:num_samples]
-    chosen = torch.sort(chosen).values.to(x.device)
-    xs, ys = x[chosen], y[chosen]
-    return [(xs[i:i + batch_size], ys[i:i + batch_size]) for i in range(0, xs.shape[0], batch_size)]
+    chosen = torch.sort(chosen).values
+    xs, ys, start = [], [], 0
+    for (x, y), size in zip(batches, sizes):
+        lo, hi = torch.searchsorted(chosen, torch.tensor([start, start + size])).tolist()
+        if hi > lo:
+            local = chosen[lo:hi] - start
+            xs.append(x[local.to(x.device)])
+            ys.append(y[local.to(y.device)])
+        start += size
+    x_sel, y_sel = torch.cat(xs), torch.cat(ys)
+    del xs, ys
+    return [(x_sel[i:i + batch_size], y_sel[i:i + batch_size]) for i in range(0, x_sel.shape[0], batch_size)]
 
 
 class _Restore:
@@ -367,25 +410,36 @@ def _resolve_prunable(model: nn.Module, prunable: Any) -> dict[str, nn.Parameter
 
 # --------------------------------------------------------------------------- score
 def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num_samples: int | None = None,
-          per_class: int | None = None, chunk_size: int | None = None, bn_mode: str = "eval", seed: int = 0,
+          per_class: int | None = None, chunk_size: int | None = None, bn_mode: str | None = None, seed: int = 0,
           strategy: str = "auto", prunable: Any = None, quiet: bool = True, **options: Any) -> dict[str, Tensor]:
     """Scores ``{name: Tensor}`` (shape of each prunable parameter, higher = keep).
 
     criterion: a key of :data:`CRITERIA`. data: iterable of ``(inputs, targets)`` batches
-    (a DataLoader, a TensorLoader, a list of tensor pairs); materialised once on the model's
-    device so every pass sees the same (e.g. augmented) samples; may be None for the
-    data-free ``random``, ``magnitude`` and ``synflow`` (with ``input_shape=``).
+    (a DataLoader, a TensorLoader, a list of tensor pairs); materialised once so every pass
+    sees the same (e.g. augmented) samples, and only the scoring samples are moved to the
+    model's device (cast to its dtype); may be None for the data-free ``random``,
+    ``magnitude`` and ``synflow`` (with ``input_shape=``).
     num_samples / per_class: a random subset (``torch.randperm`` on a CPU generator seeded
     by ``seed``) of N samples in all / of ``per_class`` per class, in data order, re-batched
     at the first batch's size. chunk_size: samples per vectorised step of the per-sample
-    pass (memory bound; default 32). bn_mode: ``"eval"`` (default, the authors: running
-    statistics), ``"train"`` (batch statistics; refused for per-sample criteria, buffers
-    restored afterwards) or ``"as_is"`` (the model's own flags). seed: random scores,
-    subsets, Hutchinson probes. strategy: per-sample strategy (see
-    :mod:`fts_core.persample`). prunable: None (``masks.prunable_parameters(model)``), a rule
-    name/callable for it, or a dict name -> Parameter. options: criterion options (see
-    the criterion's ``options``). The model is returned unmodified (weights, buffers,
-    training flags, ``requires_grad``, ``.grad``).
+    pass (memory bound; default 32).
+    bn_mode: how BatchNorm is run while scoring.
+
+    * ``None`` (default): like ``"eval"``, except that a **per-sample** criterion (FTS, FD,
+      FP, FBSS) refuses a model with a BatchNorm module in train mode (ValueError): batch
+      statistics would mix the samples, so either call ``model.eval()`` first or pass
+      ``bn_mode="eval"`` to let the scorer switch BatchNorm to its running statistics;
+    * ``"eval"``: the whole model in eval mode while scoring (the authors: running statistics);
+    * ``"train"``: batch statistics (refused for per-sample criteria; buffers restored);
+    * ``"as_is"``: the model's own flags (per-sample criteria refuse train-mode BatchNorm).
+
+    The model's flags are restored afterwards in every case. seed: random scores, subsets,
+    Hutchinson probes. strategy: per-sample strategy (see :mod:`fts_core.persample`).
+    prunable: None (``masks.prunable_parameters(model)``), a rule name/callable for it, or a
+    dict name -> Parameter. quiet: False shows tqdm bars for the per-sample, GraSP, Hutchinson
+    and SynFlow passes. options: criterion options (see the criterion's ``options``). The
+    model is returned unmodified (weights, buffers, training flags, ``requires_grad``,
+    ``.grad``).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
@@ -394,8 +448,8 @@ def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for criterion {criterion!r}; "
                          f"allowed: {sorted(fn.options) or 'none'}")  # type: ignore[attr-defined]
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"unknown bn_mode {bn_mode!r}; allowed: {BN_MODES}")
+    if bn_mode is not None and bn_mode not in BN_MODES:
+        raise ValueError(f"unknown bn_mode {bn_mode!r}; allowed: None, {', '.join(map(repr, BN_MODES))}")
     if strategy not in persample.STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; allowed: {persample.STRATEGIES}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
@@ -406,42 +460,56 @@ def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num
     first = next(iter(params.values()))
     per_sample = bool(fn.per_sample)  # type: ignore[attr-defined]
     if per_sample:
-        training_bn = [n for n, m in model.named_modules() if isinstance(m, _BN_TYPES)
-                       and ((bn_mode == "train") or (bn_mode == "as_is" and m.training)
-                            or m.running_mean is None)]
-        if training_bn:
+        bns = [(n, m) for n, m in model.named_modules() if isinstance(m, _BN_TYPES)]
+        if bn_mode is None and (train_bn := [n for n, m in bns if m.training]):
+            raise ValueError(
+                f"criterion {criterion!r} needs per-sample gradients, but the model has BatchNorm in train "
+                f"mode ({train_bn[0]!r}{f' and {len(train_bn) - 1} more' if len(train_bn) > 1 else ''}), whose "
+                "batch statistics mix the samples of a batch: call model.eval() before scoring, or pass "
+                'bn_mode="eval" to let the scorer switch BatchNorm to its running statistics while scoring '
+                "(as the authors do; the model's flags are restored afterwards)")
+        no_running = [n for n, m in bns if m.running_mean is None]
+        if no_running:
             raise ValueError(f"criterion {criterion!r} needs per-sample gradients, but BatchNorm "
-                             f"{training_bn[0]!r} would use batch statistics (bn_mode={bn_mode!r}, "
+                             f"{no_running[0]!r} has no running statistics (track_running_stats=False), so it "
+                             "always uses batch statistics; use a criterion without per-sample statistics")
+        batch_stats = [n for n, m in bns if (bn_mode == "train") or (bn_mode == "as_is" and m.training)]
+        if batch_stats:
+            raise ValueError(f"criterion {criterion!r} needs per-sample gradients, but BatchNorm "
+                             f"{batch_stats[0]!r} would use batch statistics (bn_mode={bn_mode!r}, "
                              f"training={model.training}); use bn_mode='eval' (the authors' setting)")
-    batches = _collect(data, first.device, first.dtype if first.is_floating_point() else torch.float32,
-                       limit=None if fn.needs_data else 1)  # data-free: the input shape only
-    if fn.needs_data and not batches:  # type: ignore[attr-defined]
+    device = first.device
+    dtype = first.dtype if first.is_floating_point() else torch.float32
+    raw = _collect(data, limit=None if fn.needs_data else 1)  # data-free: the input shape only
+    if fn.needs_data and not raw:  # type: ignore[attr-defined]
         raise ValueError(f"criterion {criterion!r} needs scoring data, but data is empty")
-    input_shape = tuple(batches[0][0].shape[1:]) if batches else None
+    input_shape = tuple(raw[0][0].shape[1:]) if raw else None
     with _Restore(model):
-        if bn_mode == "eval":
+        if bn_mode in (None, "eval"):
             model.eval()
         elif bn_mode == "train":
             model.train()
         if fn.needs_data:  # type: ignore[attr-defined]
-            ymin = min(int(b[1].min()) for b in batches)
+            ymin, ymax = _label_range(raw)
             modes = [(m, m.training) for m in model.modules()]
             with torch.no_grad():  # eval for the probe forward (one sample, batch statistics fail)
-                num_classes = model.eval()(batches[0][0][:1]).shape[-1]
+                probe = _to_device([(raw[0][0][:1], raw[0][1][:1])], device, dtype)[0][0]
+                num_classes = model.eval()(probe).shape[-1]
             for m, t in modes:
                 m.training = t
-            ymax = max(int(b[1].max()) for b in batches)
             if ymin < 0 or ymax >= num_classes:
                 raise ValueError(f"labels must lie in [0, {num_classes - 1}] (the model's outputs), "
                                  f"got min {ymin}, max {ymax}")
-            batches = _select(batches, num_samples, per_class, seed, int(batches[0][0].shape[0]))
+            raw = _select(raw, num_samples, per_class, seed, int(raw[0][0].shape[0]))
+        batches = _to_device(raw, device, dtype)
+        del raw
         ctx = ScoringContext(model, params, batches, options=options, defaults=fn.options,  # type: ignore[attr-defined]
                              per_sample=per_sample, seed=seed, strategy=strategy, chunk_size=chunk_size,
                              quiet=quiet, input_shape=input_shape)
-        raw = fn(ctx)
+        raw_scores = fn(ctx)
     out = {}
     for n, p in params.items():
-        s = raw[n].detach()
+        s = raw_scores[n].detach()
         if s.shape != p.shape:
             raise RuntimeError(f"criterion {criterion!r} returned shape {tuple(s.shape)} for {n!r}, "
                                f"expected {tuple(p.shape)}")

@@ -1,13 +1,28 @@
 """Hessian-vector products (double backprop) for GraSP and the Hutchinson Hessian diagonal.
 
-All quantities refer to the mean scoring loss over N samples and the prunable parameters
-θ_P only (the Hessian block H_PP; other parameters are held fixed)::
+All quantities refer to the mean scoring loss over N samples (cross-entropy, logit
+temperature T)::
 
-    L_T(θ) = (1/N) Σ_n ℓ(f(x_n; θ)/T, y_n)        (cross-entropy, logit temperature T)
-    Hv     = ∇_θP (∇_θP L_T · v)
+    L_T(θ) = (1/N) Σ_n ℓ(f(x_n; θ)/T, y_n)        Hv = ∇_θ (∇_θ L_T · v)
+
+**GraSP** (:func:`grasp_hg`) follows Wang et al. (2020) and the authors' code: ĝ and the
+product H ĝ are taken over **all trainable parameters** θ_A of the model (every parameter with
+``requires_grad``, plus the prunable ones: conv/linear weights, biases, BatchNorm scales and
+shifts, the classifier), and only then restricted to the prunable entries::
+
+    score_P = −θ_P ⊙ (H_AA ĝ_A)_P = −θ_P ⊙ (H_PP ĝ_P + H_PO ĝ_O)        (O = A \\ P)
+
+Restricting ĝ and H to the prunable block first (H_PP ĝ_P) would drop the cross term H_PO ĝ_O
+through the classifier, biases and BatchNorm, and give different scores (the float64
+reference test of ``tests/test_criteria.py`` tells the two apart); ``wrt=params`` still gives
+that restricted product on request.
+
+**Hutchinson** (:func:`hutchinson_diag`): diag(H)_P does not depend on which other parameters
+vary, so probes are drawn over the prunable parameters only (no extra variance from the rest).
 
 Batches are processed one at a time (``H = Σ_b H_b``, exact for a model whose samples do not
-interact, i.e. BatchNorm in eval mode), so memory is one batch's double-backward graph.
+interact, i.e. BatchNorm in eval mode), so memory is one batch's double-backward graph. Each
+pass shows a tqdm bar over the samples unless ``quiet``.
 """
 from __future__ import annotations
 
@@ -15,51 +30,64 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from fts_core.persample import _loss, batched_mean_grad
+from fts_core.persample import _loss, batched_mean_grad, requires_grad, zeros_for_none
 
-__all__ = ["hessian_vector_product", "grasp_hg", "hutchinson_diag", "rademacher_like"]
+__all__ = ["hessian_vector_product", "grasp_hg", "hutchinson_diag", "rademacher_like", "trainable_parameters"]
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 
 
-def _enable_grad(plist):
-    flags = [p.requires_grad for p in plist]
-    for p in plist:
-        p.requires_grad_(True)
-    return flags
+def _num_samples(batches: Batches) -> int:
+    return sum(int(x.shape[0]) for x, _ in batches)
+
+
+def trainable_parameters(model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Every parameter of ``model`` with ``requires_grad`` or in ``params`` (model order)."""
+    keep = set(params)
+    return {n: p for n, p in model.named_parameters() if p.requires_grad or n in keep}
 
 
 def hessian_vector_product(model: nn.Module, params: dict[str, Tensor], batches: Batches,
-                           vector: dict[str, Tensor], *, temperature: float = 1.0) -> dict[str, Tensor]:
-    """``H v`` of the mean loss (dict name -> tensor shaped like each parameter)."""
+                           vector: dict[str, Tensor], *, temperature: float = 1.0, quiet: bool = True,
+                           desc: str = "Hessian-vector product") -> dict[str, Tensor]:
+    """``H v`` of the mean loss w.r.t. ``params`` (the Hessian block of exactly these parameters);
+    dict name -> tensor shaped like each parameter."""
     names = list(params)
     plist = [params[n] for n in names]
     vlist = [vector[n].detach() for n in names]
     acc = [torch.zeros_like(p) for p in plist]
     total = 0
-    flags = _enable_grad(plist)
-    try:
+    with requires_grad(plist), tqdm(total=_num_samples(batches), disable=quiet, desc=desc, unit="sample") as bar:
         for x, y in batches:
-            grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, create_graph=True)
-            dot = sum((g * v).sum() for g, v in zip(grads, vlist))
+            grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, create_graph=True,
+                                        allow_unused=True)
+            dot = sum((g * v).sum() for g, v in zip(grads, vlist) if g is not None)
             hv = torch.autograd.grad(dot, plist, allow_unused=True)
-            torch._foreach_add_(acc, [torch.zeros_like(p) if h is None else h for h, p in zip(hv, plist)])
+            torch._foreach_add_(acc, zeros_for_none(hv, plist))
             total += int(x.shape[0])
-    finally:
-        for p, f in zip(plist, flags):
-            p.requires_grad_(f)
+            bar.update(int(x.shape[0]))
     if total == 0:
         raise ValueError("scoring data is empty")
     torch._foreach_div_(acc, float(total))
     return dict(zip(names, acc))
 
 
-def grasp_hg(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
-             temperature: float = 1.0) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """``(ĝ, H ĝ)`` at logit temperature T: two passes over the data (gradient, then HVP)."""
-    g = batched_mean_grad(model, params, batches, temperature=temperature)
-    return g, hessian_vector_product(model, params, batches, g, temperature=temperature)
+def grasp_hg(model: nn.Module, params: dict[str, Tensor], batches: Batches, *, temperature: float = 1.0,
+             wrt: dict[str, Tensor] | None = None, quiet: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(ĝ_P, (H ĝ)_P)`` at logit temperature T: two passes over the data (gradient, then HVP).
+
+    ĝ and H ĝ are computed over ``wrt`` (default :func:`trainable_parameters`: every trainable
+    parameter, as Wang et al. and the authors' code) and returned for the names of ``params``."""
+    wrt = trainable_parameters(model, params) if wrt is None else wrt
+    missing = [n for n in params if n not in wrt]
+    if missing:
+        raise ValueError(f"grasp_hg: wrt lacks the prunable parameters {missing}")
+    g = batched_mean_grad(model, wrt, batches, temperature=temperature, quiet=quiet, desc="grasp: gradient")
+    hg = hessian_vector_product(model, wrt, batches, g, temperature=temperature, quiet=quiet,
+                                desc="grasp: Hessian-gradient product")
+    return {n: g[n] for n in params}, {n: hg[n] for n in params}
 
 
 def rademacher_like(p: Tensor, generator: torch.Generator) -> Tensor:
@@ -69,7 +97,8 @@ def rademacher_like(p: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def hutchinson_diag(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
-                    probes: int = 10, temperature: float = 200.0, seed: int = 0) -> dict[str, Tensor]:
+                    probes: int = 10, temperature: float = 200.0, seed: int = 0,
+                    quiet: bool = True) -> dict[str, Tensor]:
     """Hutchinson estimate of diag(H) of the mean loss: ``Σ_b (n_b/N)(1/K) Σ_k z ⊙ H_b z``.
 
     Like the revision's code, ``probes`` (K) fresh Rademacher probes are drawn for every
@@ -86,20 +115,17 @@ def hutchinson_diag(model: nn.Module, params: dict[str, Tensor], batches: Batche
     gen.manual_seed(int(seed))
     acc = [torch.zeros_like(p) for p in plist]
     total = 0
-    flags = _enable_grad(plist)
-    try:
+    with requires_grad(plist), tqdm(total=_num_samples(batches), disable=quiet, desc=f"hutchinson ({probes} probes)",
+                                    unit="sample") as bar:
         for x, y in batches:
             grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, create_graph=True)
             for k in range(probes):
                 zs = [rademacher_like(p, gen) for p in plist]
                 dot = sum((g * z).sum() for g, z in zip(grads, zs))
                 hz = torch.autograd.grad(dot, plist, retain_graph=k < probes - 1, allow_unused=True)
-                hz = [torch.zeros_like(p) if h is None else h for h, p in zip(hz, plist)]
-                torch._foreach_addcmul_(acc, zs, hz)
+                torch._foreach_addcmul_(acc, zs, zeros_for_none(hz, plist))
             total += int(x.shape[0])
-    finally:
-        for p, f in zip(plist, flags):
-            p.requires_grad_(f)
+            bar.update(int(x.shape[0]))
     if total == 0:
         raise ValueError("scoring data is empty")
     torch._foreach_div_(acc, float(total) * probes)

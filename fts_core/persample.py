@@ -44,7 +44,8 @@ Nothing here syncs the host per sample: all accumulation stays on the device.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["STRATEGIES", "CPU_LOOP_MIN_PARAMS", "GradStats", "per_sample_stats", "choose_strategy",
-           "hooks_supported", "batched_mean_grad"]
+           "hooks_supported", "batched_mean_grad", "owner", "requires_grad", "zeros_for_none"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
 #: CPU: above this many prunable weights "auto" uses the per-sample loop (see module docstring).
@@ -83,16 +84,38 @@ def _loss(out: Tensor, y: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(out, y, reduction="sum")
 
 
-# --------------------------------------------------------------------------- strategy choice
-def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+# --------------------------------------------------------------------------- shared helpers
+def owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """``(module, attribute)`` owning the parameter ``name`` (e.g. ``"layer1.0.conv1.weight"``)."""
     mname, _, attr = name.rpartition(".")
     return (model.get_submodule(mname) if mname else model), attr
+
+
+@contextlib.contextmanager
+def requires_grad(params: Sequence[Tensor]) -> Iterator[None]:
+    """Set ``requires_grad=True`` on ``params`` inside the block; restore each flag afterwards."""
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def zeros_for_none(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> list[Tensor]:
+    """``grads`` with every ``None`` (a parameter the output does not depend on) as zeros like it."""
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+# --------------------------------------------------------------------------- strategy choice
 
 
 def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
     """None when the ``"hooks"`` strategy handles every prunable parameter, else the reason."""
     for name in params:
-        module, attr = _owner(model, name)
+        module, attr = owner(model, name)
         if attr not in ("weight", "bias"):
             return f"{name}: not a weight/bias"
         if isinstance(module, nn.Conv2d):
@@ -147,19 +170,15 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, disable=quiet, desc=f"per-sample ({chosen})", unit="sample")
-    flags = [p.requires_grad for p in plist]
     try:
-        for p in plist:
-            p.requires_grad_(True)
-        if chosen == "loop":
-            _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar)
-        elif chosen == "hooks":
-            _run_hooks(model, names, plist, batches, g_sum, f_sum, temperature, chunk, bar)
-        else:
-            _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar)
+        with requires_grad(plist):
+            if chosen == "loop":
+                _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar)
+            elif chosen == "hooks":
+                _run_hooks(model, names, plist, batches, g_sum, f_sum, temperature, chunk, bar)
+            else:
+                _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar)
     finally:
-        for p, f in zip(plist, flags):
-            p.requires_grad_(f)
         bar.close()
     if total == 0:
         raise ValueError("scoring data is empty")
@@ -171,23 +190,23 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
 
 
 def batched_mean_grad(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
-                      temperature: float = 1.0, create_graph: bool = False) -> dict[str, Tensor]:
-    """ĝ = (1/N) Σ_n ∇ℓ_n from ordinary batched backward passes (no per-sample statistics)."""
+                      temperature: float = 1.0, quiet: bool = True, desc: str = "mean gradient") -> dict[str, Tensor]:
+    """ĝ = (1/N) Σ_n ∇ℓ_n from ordinary batched backward passes (no per-sample statistics).
+
+    A tqdm bar over the samples (``desc``) unless ``quiet``."""
+    from tqdm.auto import tqdm
+
     names = list(params)
     plist = [params[n] for n in names]
     acc = [torch.zeros_like(p) for p in plist]
     total = 0
-    flags = [p.requires_grad for p in plist]
-    try:
-        for p in plist:
-            p.requires_grad_(True)
+    with requires_grad(plist), tqdm(total=sum(int(x.shape[0]) for x, _ in batches), disable=quiet,
+                                    desc=desc, unit="sample") as bar:
         for x, y in batches:
             grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, allow_unused=True)
-            torch._foreach_add_(acc, [torch.zeros_like(p) if g is None else g for g, p in zip(grads, plist)])
+            torch._foreach_add_(acc, zeros_for_none(grads, plist))
             total += int(x.shape[0])
-    finally:
-        for p, f in zip(plist, flags):
-            p.requires_grad_(f)
+            bar.update(int(x.shape[0]))
     if total == 0:
         raise ValueError("scoring data is empty")
     torch._foreach_div_(acc, float(total))
@@ -204,7 +223,7 @@ def _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar) -> None:
             loss = _loss(model(x[i:i + 1]), y[i:i + 1], temperature)
             grads = torch.autograd.grad(loss, plist, allow_unused=True)
             if any(g is None for g in grads):
-                grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, plist)]
+                grads = zeros_for_none(grads, plist)
             if first:  # accumulate in the gradients' own memory layout (channels_last or not)
                 for j, g in enumerate(grads):
                     if g.stride() != g_sum[j].stride():
@@ -261,7 +280,7 @@ def _run_hooks(model, names, plist, batches, g_sum, f_sum, temperature, chunk, b
     index = {n: i for i, n in enumerate(names)}
     by_module: dict[nn.Module, dict[str, int]] = {}
     for n in names:
-        module, attr = _owner(model, n)
+        module, attr = owner(model, n)
         by_module.setdefault(module, {})[attr] = index[n]
     state: dict[str, object] = {}
 

@@ -5,7 +5,9 @@ absolute value (BatchNorm in eval mode with |running statistics|, like Tanaka et
 ``linearize``) and the current mask applied, feed an all-ones input of one sample and take
 ``R = Σ outputs``; the score is ``|θ ⊙ ∂R/∂θ|``. Rounds r = 1..n keep the global top
 ``round(d^(r/n) · P)`` weights (exponential schedule, d = 1 − sparsity; ``schedule="linear"``
-keeps ``round((1 − s·r/n)·P)``), never reviving a pruned weight.
+keeps ``round((1 − s·r/n)·P)``), never reviving a pruned weight. Counts and tie-break are
+those of :func:`fts_core.masks.make_masks` (``masks.num_kept`` at the round's sparsity,
+``masks._top_k_mask``).
 
 Because SynFlow is a *procedure*, :func:`synflow_scores` needs the target sparsity. It
 returns the scores of the final round (computed with the mask of round n−1) with every
@@ -23,23 +25,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from fts_core.masks import _top_k_mask, num_kept
+from fts_core.persample import zeros_for_none
+
 __all__ = ["synflow_scores", "SCHEDULES"]
 
 SCHEDULES = ("exponential", "linear")
-
-
-def _num_kept(n: int, density: float) -> int:
-    return int(min(max(round(density * n), 0), n))
-
-
-def _top_k(flat: Tensor, k: int) -> Tensor:
-    """Bool mask of the k largest entries (ties: lower index kept), as in masks.make_masks."""
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k >= flat.numel():
-        keep.fill_(True)
-    elif k > 0:
-        keep[torch.sort(flat, descending=True, stable=True).indices[:k]] = True
-    return keep
 
 
 def synflow_scores(model: nn.Module, names: Sequence[str], input_shape: Sequence[int], *,
@@ -87,13 +78,14 @@ def synflow_scores(model: nn.Module, names: Sequence[str], input_shape: Sequence
             for p, o, m in zip(plist, originals, masks):
                 p.copy_(o * m)
         grads = torch.autograd.grad(net(ones).sum(), plist, allow_unused=True)
-        scores = [(p.detach() * (torch.zeros_like(p) if g is None else g)).abs() for p, g in zip(plist, grads)]
+        scores = [(p.detach() * g).abs() for p, g in zip(plist, zeros_for_none(grads, plist))]
         for sc, m in zip(scores, masks):
             sc.masked_fill_(~m, -1.0)
         if r == rounds:
             break
         density = (1.0 - s) ** (r / rounds) if schedule == "exponential" else 1.0 - s * r / rounds
-        keep = _top_k(torch.cat([sc.reshape(-1) for sc in scores]), _num_kept(total, density))
+        # the same rounding and tie-break as make_masks (masks.num_kept / masks._top_k_mask)
+        keep = _top_k_mask(torch.cat([sc.reshape(-1) for sc in scores]), num_kept(total, 1.0 - density))
         start = 0
         for i, sc in enumerate(scores):
             masks[i] = keep[start:start + sc.numel()].view(sc.shape)
