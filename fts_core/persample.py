@@ -12,8 +12,10 @@ Strategies (all exact; the tests check they agree to float64 round-off):
 
 ``"loop"``
     One sample at a time: ``autograd.grad`` of the sample's loss w.r.t. the prunable
-    parameters only (no BatchNorm/bias/classifier gradients), inputs in ``channels_last``
-    (no parameter is touched) and ``torch._foreach_add_``/``_foreach_addcmul_`` accumulation.
+    parameters only (no BatchNorm/bias/classifier gradients) and
+    ``torch._foreach_add_``/``_foreach_addcmul_`` accumulation. Inputs stay contiguous:
+    ``channels_last`` inputs with standard-layout weights measured 10-30 % *slower* here
+    (``LOOP_CHANNELS_LAST`` switches it on for models converted to channels_last).
     On this 2-core CPU at full width the per-sample statistics are memory-bound, and this is
     the fastest exact method measured (shared/perf-notes.md: vmap(grad) 1.5-1.8x and
     BackPACK 3-4x slower than a bs=1 loop, per-layer hooks 1.1-1.2x slower). On a GPU it is
@@ -59,8 +61,8 @@ STRATEGIES = ("auto", "loop", "hooks", "vmap")
 #: CPU: above this many prunable weights "auto" uses the per-sample loop (see module docstring).
 CPU_LOOP_MIN_PARAMS = 2_000_000
 DEFAULT_CHUNK = 32
-#: the loop feeds channels_last inputs (perf-notes: 8-20 % faster on CPU); parameters untouched
-LOOP_CHANNELS_LAST = True
+#: the loop feeds channels_last inputs; off: with standard-layout weights it was 10-30 % slower
+LOOP_CHANNELS_LAST = False
 #: hooks: per-sample conv weight-gradients as one grouped convolution (else unfold + bmm)
 CONV_GROUPED = True
 

@@ -109,6 +109,7 @@ class PageReport:
     widget_states: int                     # embedded widget-state scripts
     widget_views: int                      # widget views rendered by the embedder
     resources: list[str]                   # URLs the page fetched (Resource Timing)
+    broken_fonts: list[str] = dataclasses.field(default_factory=list)  # @font-face URLs that do not load
 
     @property
     def severe(self) -> list[str]:
@@ -160,6 +161,29 @@ return {
 """
 
 
+_CHECK_FONT_FACES = """
+const done = arguments[arguments.length - 1];
+// the first url() of every @font-face rule (the format a browser fetches first), resolved against
+// its stylesheet; a rule whose file is missing breaks icons as soon as the browser picks it
+const urls = new Set();
+function walk(rules, base) {
+  for (const rule of rules) {
+    if (rule instanceof CSSFontFaceRule) {
+      const m = (rule.style.getPropertyValue('src') || '').match(/url\\(\\s*["']?([^"')]+)["']?\\s*\\)/);
+      if (m && !m[1].startsWith('data:')) { urls.add(new URL(m[1], base).href); }
+    } else if (rule.cssRules) {
+      walk(rule.cssRules, base);
+    }
+  }
+}
+for (const sheet of document.styleSheets) {
+  try { walk(sheet.cssRules, sheet.href || document.baseURI); } catch (e) { /* other origin */ }
+}
+Promise.all(Array.from(urls).map(u => fetch(u, {method: 'HEAD'}).then(r => r.ok ? null : u, () => u)))
+  .then(results => done(results.filter(u => u !== null)));
+"""
+
+
 def inspect_page(web, url: str, *, widget_timeout: float = 30.0) -> PageReport:
     """Load ``url`` and wait for MathJax and widget rendering; report what the page shows."""
     web.get_log("browser")  # drop entries left by the previous page
@@ -171,25 +195,46 @@ def inspect_page(web, url: str, *, widget_timeout: float = 30.0) -> PageReport:
     while counts["widget_states"] and not counts["widget_views"] and time.monotonic() < deadline:
         time.sleep(0.25)
         counts = web.execute_script(_COUNTS)
+    broken_fonts = web.execute_async_script(_CHECK_FONT_FACES)
     time.sleep(0.3)  # late console messages (e.g. a failing script loaded at the end)
     console = web.get_log("browser")
-    return PageReport(url=url, title=counts.pop("title"), console=console, images=images, **counts)
+    return PageReport(url=url, title=counts.pop("title"), console=console, images=images,
+                      broken_fonts=broken_fonts, **counts)
 
 
-def save_full_screenshot(web, path: str | os.PathLike, *, max_height: int = 12000) -> Path:
-    """Save a PNG of the whole page: the window is made as tall as the page, then restored.
+def save_full_screenshot(web, path: str | os.PathLike, *, max_height: int = 10000,
+                         overlap: int = 200) -> list[Path]:
+    """Save PNGs of the whole page: the window is made as tall as the page, then restored.
 
+    A page taller than ``max_height`` pixels is saved in parts, ``path`` first and then
+    ``<stem>-2.png``, ``<stem>-3.png``, ... (each part overlaps the previous one by
+    ``overlap`` pixels, which the theme's sticky header covers), so long chapters are captured
+    to the end. Returns the paths written.
     (DevTools' ``captureBeyondViewport`` mis-places the theme's sticky sidebars.)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = web.get_window_size()
-    height = web.execute_script(
-        "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);")
+    height = int(web.execute_script(
+        "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);"))
+    chrome = max(0, int(size["height"]) - int(web.execute_script("return window.innerHeight;")))
+    window = min(height + chrome, max_height)
+    paths: list[Path] = []
     try:
-        web.set_window_size(size["width"], min(int(height) + 100, max_height))
+        web.set_window_size(size["width"], window)
         time.sleep(0.3)  # let the layout settle
-        web.save_screenshot(str(path))
+        view = int(web.execute_script("return window.innerHeight;"))
+        top, part = 0, 1
+        while True:
+            web.execute_script("window.scrollTo(0, arguments[0]);", top)
+            time.sleep(0.15)
+            target = path if part == 1 else path.with_name(f"{path.stem}-{part}{path.suffix}")
+            web.save_screenshot(str(target))
+            paths.append(target)
+            if top + view >= height or view <= overlap:
+                break
+            top, part = top + view - overlap, part + 1
     finally:
+        web.execute_script("window.scrollTo(0, 0);")
         web.set_window_size(size["width"], size["height"])
-    return path
+    return paths

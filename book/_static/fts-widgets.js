@@ -1,10 +1,12 @@
 /* Set-up for the ipywidgets embedder (@jupyter-widgets/html-manager, embed-amd.js), loaded by
  * _config.yml (nb_ipywidgets_js) after require.js and before embed-amd.js, on widget pages only.
  *
- * 1. The embedder's webpack chunks locate their assets (Font Awesome fonts) from the AMD module
- *    URL of "@jupyter-widgets/html-manager/dist/...". Without a path mapping, RequireJS resolves
- *    it against the page's folder (e.g. notebooks/@jupyter-widgets/...), which does not exist;
- *    map it to the copy served from _static/offline/html-manager/.
+ * 1. The embedder's webpack chunks locate their assets (Font Awesome fonts) from their AMD module
+ *    URL. Two modules of the bundle each inject the Font Awesome @font-face rules:
+ *    "@jupyter-widgets/html-manager/dist/libembed-amd" and "@jupyter-widgets/html-manager".
+ *    Without a path mapping, RequireJS resolves them against the page's folder (e.g.
+ *    notebooks/@jupyter-widgets/...), which does not exist, and the icons 404 whenever the
+ *    browser picks that rule; map both to the copy served from _static/offline/html-manager/.
  * 2. @jupyter-widgets/base typesets widget labels with the MathJax 2 API
  *    (MathJax.Hub.Queue(["Typeset", MathJax.Hub, element])), but the book loads MathJax 3,
  *    which has no Hub: the call throws. Provide that one call on top of MathJax 3.
@@ -14,7 +16,10 @@
   var staticBase = new URL(".", document.currentScript.src).href;  // .../_static/
   if (typeof window.require === "function" && typeof window.require.config === "function") {
     window.require.config({
-      paths: { "@jupyter-widgets/html-manager/dist": staticBase + "offline/html-manager" }
+      paths: {
+        "@jupyter-widgets/html-manager/dist": staticBase + "offline/html-manager",
+        "@jupyter-widgets/html-manager": staticBase + "offline/html-manager/embed-amd"
+      }
     });
   }
 
