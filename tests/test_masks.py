@@ -52,12 +52,8 @@ def rand_scores(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up costs more than it saves on the shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -54,14 +54,9 @@ def _assert_same_run(a: dict, b: dict) -> None:
     assert all(torch.equal(ca["best"]["state"][k], cb["best"]["state"][k]) for k in ca["best"]["state"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a busy 2-core machine
-    makes OpenMP threads wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

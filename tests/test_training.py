@@ -11,14 +11,9 @@ from fts_core.models import build_model
 from fts_core.training import evaluate, make_optimizer, make_scheduler, refresh_batchnorm, train_epoch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a busy 2-core machine
-    makes OpenMP threads wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
