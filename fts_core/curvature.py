@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fts_core.persample import _loss, batched_mean_grad, requires_grad, zeros_for_none
+from fts_core.persample import _loss, batched_mean_grad, mean_over_batches, requires_grad, zeros_for_none
 
 __all__ = ["hessian_vector_product", "grasp_hg", "hutchinson_diag", "rademacher_like", "trainable_parameters"]
 
@@ -54,24 +54,13 @@ def hessian_vector_product(model: nn.Module, params: dict[str, Tensor], batches:
                            desc: str = "Hessian-vector product") -> dict[str, Tensor]:
     """``H v`` of the mean loss w.r.t. ``params`` (the Hessian block of exactly these parameters);
     dict name -> tensor shaped like each parameter."""
-    names = list(params)
-    plist = [params[n] for n in names]
-    vlist = [vector[n].detach() for n in names]
-    acc = [torch.zeros_like(p) for p in plist]
-    total = 0
-    with requires_grad(plist), tqdm(total=_num_samples(batches), disable=quiet, desc=desc, unit="sample") as bar:
-        for x, y in batches:
-            grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, create_graph=True,
-                                        allow_unused=True)
-            dot = sum((g * v).sum() for g, v in zip(grads, vlist) if g is not None)
-            hv = torch.autograd.grad(dot, plist, allow_unused=True)
-            torch._foreach_add_(acc, zeros_for_none(hv, plist))
-            total += int(x.shape[0])
-            bar.update(int(x.shape[0]))
-    if total == 0:
-        raise ValueError("scoring data is empty")
-    torch._foreach_div_(acc, float(total))
-    return dict(zip(names, acc))
+    def batch_sum(x: Tensor, y: Tensor, plist: list[Tensor]) -> Sequence[Tensor | None]:
+        grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, create_graph=True,
+                                    allow_unused=True)
+        dot = sum((g * vector[n].detach()).sum() for n, g in zip(params, grads) if g is not None)
+        return torch.autograd.grad(dot, plist, allow_unused=True)
+
+    return mean_over_batches(params, batches, batch_sum, quiet=quiet, desc=desc)
 
 
 def grasp_hg(model: nn.Module, params: dict[str, Tensor], batches: Batches, *, temperature: float = 1.0,

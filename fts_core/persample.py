@@ -47,7 +47,7 @@ Nothing here syncs the host per sample: all accumulation stays on the device.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["STRATEGIES", "CPU_LOOP_MIN_PARAMS", "GradStats", "per_sample_stats", "choose_strategy",
-           "hooks_supported", "batched_mean_grad", "owner", "requires_grad", "zeros_for_none"]
+           "hooks_supported", "batched_mean_grad", "mean_over_batches", "owner", "requires_grad", "zeros_for_none"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
 #: CPU: above this many prunable weights "auto" uses the per-sample loop (see module docstring).
@@ -191,11 +191,12 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
     return GradStats(dict(zip(names, g_sum)), dict(zip(names, f_sum)), total, chosen)
 
 
-def batched_mean_grad(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
-                      temperature: float = 1.0, quiet: bool = True, desc: str = "mean gradient") -> dict[str, Tensor]:
-    """ĝ = (1/N) Σ_n ∇ℓ_n from ordinary batched backward passes (no per-sample statistics).
-
-    A tqdm bar over the samples (``desc``) unless ``quiet``."""
+def mean_over_batches(params: dict[str, Tensor], batches: Batches,
+                      batch_sum: Callable[[Tensor, Tensor, list[Tensor]], Sequence[Tensor | None]], *,
+                      quiet: bool = True, desc: str = "") -> dict[str, Tensor]:
+    """(1/N) Σ over ``batches`` of ``batch_sum(x, y, plist)``: a per-batch *sum* over its samples
+    of one tensor per parameter (None = zeros), with ``requires_grad`` on ``params`` only and a
+    tqdm bar over the N samples (``desc``) unless ``quiet``. Accumulates on the device."""
     from tqdm.auto import tqdm
 
     names = list(params)
@@ -205,14 +206,22 @@ def batched_mean_grad(model: nn.Module, params: dict[str, Tensor], batches: Batc
     with requires_grad(plist), tqdm(total=sum(int(x.shape[0]) for x, _ in batches), disable=quiet,
                                     desc=desc, unit="sample") as bar:
         for x, y in batches:
-            grads = torch.autograd.grad(_loss(model(x), y, temperature), plist, allow_unused=True)
-            torch._foreach_add_(acc, zeros_for_none(grads, plist))
+            torch._foreach_add_(acc, zeros_for_none(batch_sum(x, y, plist), plist))
             total += int(x.shape[0])
             bar.update(int(x.shape[0]))
     if total == 0:
         raise ValueError("scoring data is empty")
     torch._foreach_div_(acc, float(total))
     return dict(zip(names, acc))
+
+
+def batched_mean_grad(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
+                      temperature: float = 1.0, quiet: bool = True, desc: str = "mean gradient") -> dict[str, Tensor]:
+    """ĝ = (1/N) Σ_n ∇ℓ_n from ordinary batched backward passes (no per-sample statistics)."""
+    def batch_sum(x: Tensor, y: Tensor, plist: list[Tensor]) -> Sequence[Tensor | None]:
+        return torch.autograd.grad(_loss(model(x), y, temperature), plist, allow_unused=True)
+
+    return mean_over_batches(params, batches, batch_sum, quiet=quiet, desc=desc)
 
 
 # --------------------------------------------------------------------------- loop
