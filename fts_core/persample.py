@@ -12,35 +12,38 @@ Strategies (all exact; the tests check they agree to float64 round-off):
 
 ``"loop"``
     One sample at a time: ``autograd.grad`` of the sample's loss w.r.t. the prunable
-    parameters only (no BatchNorm/bias/classifier gradients) and
-    ``torch._foreach_add_``/``_foreach_addcmul_`` accumulation. Inputs stay contiguous:
-    ``channels_last`` inputs with standard-layout weights measured 10-30 % *slower* here
-    (``LOOP_CHANNELS_LAST`` switches it on for models converted to channels_last).
-    On this 2-core CPU at full width the per-sample statistics are memory-bound, and this is
-    the fastest exact method measured (shared/perf-notes.md: vmap(grad) 1.5-1.8x and
-    BackPACK 3-4x slower than a bs=1 loop, per-layer hooks 1.1-1.2x slower). On a GPU it is
-    launch-bound (10-50x slower than vectorised): never chosen there automatically.
+    parameters only and ``torch._foreach_add_``/``_foreach_addcmul_`` accumulation. The
+    authors' method and the plainest reference; slow everywhere (at batch size 1 the
+    convolutions run far below the machine's speed, and on a GPU the loop is launch-bound,
+    10-50x slower than vectorised). Never chosen by ``"auto"`` when ``"hooks"`` applies.
 ``"hooks"``
     Vectorised over a chunk of samples with per-layer hooks: one batched forward, one
     backward to the *activations only* (no weight gradients), and per layer the per-sample
-    weight gradients from the saved input and output-gradient: for Conv2d one convolution
-    weight-gradient with the chunk's samples as groups (``CONV_GROUPED``, what vmap's batching
-    rule does; ``unfold`` + ``bmm`` otherwise, 1.5-3x slower in an interleaved A/B at width
-    0.25 here), an outer product (``bmm``) for Linear, ``Σ_spatial ∂out ⊙ x̂`` for eval-mode
-    BatchNorm2d scales. Each layer's per-sample gradients are reduced (sum, sum of squares)
-    as soon as its output-gradient arrives and then freed, so memory is one chunk's
-    activations plus one layer's per-sample gradients. Supported prunable owners: Conv2d
-    (groups 1, zero padding), Linear, BatchNorm1d/2d in eval mode; each module used once per
-    forward.
+    weight gradients from the saved input and output-gradient. Each layer's per-sample
+    gradients are reduced (sum, sum of squares) as soon as its output-gradient arrives and
+    then freed, so memory is one chunk's activations plus one layer's per-sample gradients.
+    Conv2d weights (``CONV_METHOD``):
+
+    - ``"grouped"``: one convolution weight-gradient with the chunk's samples as groups (what
+      vmap's batching rule does); used on accelerators, and on CPU for small layers (at most
+      :data:`CPU_GROUPED_MAX_WEIGHTS` weights), where it is the fastest;
+    - ``"per_sample"``: CPU, larger layers: one ordinary (oneDNN) weight-gradient per sample
+      from the saved batched tensors, added to Σg and Σg² at once while it is still in cache.
+      Measured here (2-core EPYC, chunk 32, full width): 2-6x faster than grouped for layers
+      with 128-512 channels (grouped 512x512: 261 ms, per_sample 43 ms per 32 samples), and
+      the batched forward/backward it keeps makes the whole pass ~2x faster than the loop;
+    - ``"unfold"``: ``unfold`` + ``bmm``; kept as a cross-check (slower than both here).
+
+    Linear: an outer product (``bmm``); eval-mode BatchNorm scales: ``Σ_spatial ∂out ⊙ x̂``.
+    Supported prunable owners: Conv2d (groups 1, zero padding), Linear, BatchNorm1d/2d in
+    eval mode; each module used once per forward.
 ``"vmap"``
     ``torch.func.vmap(grad(...))`` over chunks with ``functional_call``; generic (any
-    module), materialises a chunk of full per-sample gradients (memory ∝ chunk x #params).
+    module), materialises a chunk of full per-sample gradients (memory ∝ chunk x #params);
+    3-6x slower than ``"hooks"`` on this CPU at full width.
 ``"auto"``
-    CUDA (or any non-CPU device): ``"hooks"`` when every prunable parameter is supported,
-    else ``"vmap"``. CPU: ``"loop"`` when the prunable set has more than
-    :data:`CPU_LOOP_MIN_PARAMS` weights (the memory-bound regime of full-width models),
-    else ``"hooks"`` (faster at small width: perf-notes measure hooks at 0.57-0.66x the loop's
-    time at width 16) when supported, else ``"loop"``.
+    ``"hooks"`` when every prunable parameter is supported; otherwise ``"loop"`` on CPU and
+    ``"vmap"`` on any other device (never a per-sample loop on a GPU).
 
 Nothing here syncs the host per sample: all accumulation stays on the device.
 """
@@ -54,17 +57,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["STRATEGIES", "CPU_LOOP_MIN_PARAMS", "GradStats", "per_sample_stats", "choose_strategy",
+__all__ = ["STRATEGIES", "GradStats", "per_sample_stats", "choose_strategy",
            "hooks_supported", "batched_mean_grad", "mean_over_batches", "owner", "requires_grad", "zeros_for_none"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
-#: CPU: above this many prunable weights "auto" uses the per-sample loop (see module docstring).
-CPU_LOOP_MIN_PARAMS = 2_000_000
 DEFAULT_CHUNK = 32
-#: the loop feeds channels_last inputs; off: with standard-layout weights it was 10-30 % slower
-LOOP_CHANNELS_LAST = False
-#: hooks: per-sample conv weight-gradients as one grouped convolution (else unfold + bmm)
-CONV_GROUPED = True
+#: hooks, Conv2d weights: "auto" (per device and size, see module doc), "grouped", "per_sample", "unfold"
+CONV_METHOD = "auto"
+CONV_METHODS = ("auto", "grouped", "per_sample", "unfold")
+#: CPU: grouped per-sample convolutions only up to this many weights per layer (slower above)
+CPU_GROUPED_MAX_WEIGHTS = 50_000
+#: CPU per_sample: layers with at most this many output positions use unfold + mm (see below)
+CPU_MM_MAX_POSITIONS = 64
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 
@@ -141,14 +145,9 @@ def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str =
         if strategy == "hooks" and (why := hooks_supported(model, params)) is not None:
             raise ValueError(f"strategy 'hooks' cannot handle {why}; use 'vmap' or 'loop'")
         return strategy
-    device = next(iter(params.values())).device
-    supported = hooks_supported(model, params) is None
-    if device.type != "cpu":
-        return "hooks" if supported else "vmap"
-    n = sum(p.numel() for p in params.values())
-    if n > CPU_LOOP_MIN_PARAMS or not supported:
-        return "loop"
-    return "hooks"
+    if hooks_supported(model, params) is None:
+        return "hooks"
+    return "loop" if next(iter(params.values())).device.type == "cpu" else "vmap"
 
 
 # --------------------------------------------------------------------------- public entry
@@ -228,8 +227,6 @@ def batched_mean_grad(model: nn.Module, params: dict[str, Tensor], batches: Batc
 def _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar) -> None:
     first = True
     for x, y in batches:
-        if x.dim() == 4 and LOOP_CHANNELS_LAST:
-            x = x.contiguous(memory_format=torch.channels_last)
         for i in range(x.shape[0]):
             loss = _loss(model(x[i:i + 1]), y[i:i + 1], temperature)
             grads = torch.autograd.grad(loss, plist, allow_unused=True)
@@ -248,18 +245,32 @@ def _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar) -> None:
 
 
 # --------------------------------------------------------------------------- hooks
+def _conv_method(module: nn.Conv2d, device: torch.device) -> str:
+    """How the ``"hooks"`` strategy gets a Conv2d's per-sample weight-gradients (see module doc)."""
+    if CONV_METHOD != "auto":
+        return CONV_METHOD
+    if device.type == "cpu" and module.weight.numel() > CPU_GROUPED_MAX_WEIGHTS:
+        return "per_sample"
+    return "grouped"
+
+
+def _conv_weight_grad(module: nn.Conv2d, inp: Tensor, gout: Tensor, groups: int = 1) -> Tensor:
+    """``∂ℓ/∂W`` of ``module`` from its input and output-gradient (``groups`` samples folded)."""
+    shape = (module.weight.shape[0] * groups, *module.weight.shape[1:])
+    return torch.nn.grad.conv2d_weight(inp, shape, gout, stride=module.stride, padding=module.padding,
+                                       dilation=module.dilation, groups=groups)
+
+
 def _per_sample_grads(module: nn.Module, inp: Tensor, gout: Tensor, attrs: set[str]) -> dict[str, Tensor]:
-    """Per-sample gradients ``{attr: (B, *param.shape)}`` of one module from input and output-grad."""
+    """Per-sample gradients ``{attr: (B, *param.shape)}`` of one module from input and output-grad
+    (Conv2d weights: the ``"grouped"`` or ``"unfold"`` method)."""
     b = inp.shape[0]
     out: dict[str, Tensor] = {}
     if isinstance(module, nn.Conv2d):
         if "weight" in attrs:
-            if CONV_GROUPED:  # the samples as groups of one convolution weight-gradient
-                cout = gout.shape[1]
-                w = torch.nn.grad.conv2d_weight(
-                    inp.reshape(1, -1, *inp.shape[2:]), (b * cout, *module.weight.shape[1:]),
-                    gout.reshape(1, -1, *gout.shape[2:]), stride=module.stride, padding=module.padding,
-                    dilation=module.dilation, groups=b)
+            if _conv_method(module, inp.device) != "unfold":  # the samples as groups of one convolution
+                w = _conv_weight_grad(module, inp.reshape(1, -1, *inp.shape[2:]),
+                                      gout.reshape(1, -1, *gout.shape[2:]), groups=b)
                 out["weight"] = w.view(b, *module.weight.shape)
             else:
                 cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding,
@@ -287,6 +298,47 @@ def _per_sample_grads(module: nn.Module, inp: Tensor, gout: Tensor, attrs: set[s
     return out
 
 
+def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g: Tensor, f: Tensor) -> None:
+    """``g += Σ_n ∂ℓ_n/∂W``, ``f += Σ_n (∂ℓ_n/∂W)²`` one sample at a time from the chunk's saved
+    input (B, Cin, H, W) and output-gradient (B, Cout, H', W'). Few output positions
+    (≤ :data:`CPU_MM_MAX_POSITIONS`): ``unfold`` once, then per sample one ``mm`` into a reused
+    buffer (no allocation per sample: the fresh 9 MB gradient a 512x512 layer's weight-gradient
+    call allocates costs page faults that doubled its time here); else the oneDNN weight-gradient."""
+    cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
+    if positions <= CPU_MM_MAX_POSITIONS:
+        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                        stride=module.stride)  # (B, Cin*kh*kw, L)
+        go = gout.reshape(gout.shape[0], cout, positions)
+        g2, f2 = g.view(cout, -1), f.view(cout, -1)
+        w = torch.empty_like(g2)
+        for n in range(inp.shape[0]):
+            torch.mm(go[n], cols[n].t(), out=w)
+            g2.add_(w)
+            f2.addcmul_(w, w)
+        return
+    for n in range(inp.shape[0]):  # one sample's weight-gradient at a time, reduced while cached
+        w = _conv_weight_grad(module, inp[n:n + 1], gout[n:n + 1])
+        g.add_(w)
+        f.addcmul_(w, w)
+
+
+def _accumulate(module: nn.Module, inp: Tensor, gout: Tensor, slots: dict[str, int],
+                g_sum: list[Tensor], f_sum: list[Tensor]) -> None:
+    """Add one chunk's Σ_n g_n and Σ_n g_n² of ``module``'s prunable parameters (``slots``:
+    attribute -> accumulator index) to ``g_sum``/``f_sum``."""
+    rest = dict(slots)
+    if isinstance(module, nn.Conv2d) and "weight" in slots and _conv_method(module, inp.device) == "per_sample":
+        i = rest.pop("weight")
+        _accumulate_conv_per_sample(module, inp, gout, g_sum[i], f_sum[i])
+    if not rest:
+        return
+    per = _per_sample_grads(module, inp, gout, set(rest))
+    for attr, i in rest.items():
+        gs = per[attr]
+        g_sum[i].add_(gs.sum(0).view_as(g_sum[i]))
+        f_sum[i].add_(gs.square().sum(0).view_as(f_sum[i]))
+
+
 def _run_hooks(model, names, plist, batches, g_sum, f_sum, temperature, chunk, bar) -> None:
     index = {n: i for i, n in enumerate(names)}
     by_module: dict[nn.Module, dict[str, int]] = {}
@@ -306,11 +358,7 @@ def _run_hooks(model, names, plist, batches, g_sum, f_sum, temperature, chunk, b
             saved = inputs[0].detach()
 
             def on_grad(gout: Tensor) -> None:
-                per = _per_sample_grads(module, saved, gout.detach(), set(slots))
-                for attr, i in slots.items():
-                    gs = per[attr]
-                    g_sum[i].add_(gs.sum(0).view_as(g_sum[i]))
-                    f_sum[i].add_(gs.square().sum(0).view_as(f_sum[i]))
+                _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum)
                 state["fired"] += 1  # type: ignore[operator]
 
             output.register_hook(on_grad)

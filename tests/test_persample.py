@@ -5,7 +5,7 @@ from torch import nn
 
 from fts_core.masks import prunable_parameters
 from fts_core.models import build_model
-from fts_core.persample import (CPU_LOOP_MIN_PARAMS, batched_mean_grad, choose_strategy, hooks_supported, owner,
+from fts_core.persample import (batched_mean_grad, choose_strategy, hooks_supported, owner,
                                 per_sample_stats, requires_grad, zeros_for_none)
 
 torch.set_num_threads(1)
@@ -99,16 +99,32 @@ def test_shared_helpers():
     assert owner(m, "1.weight") == (m[1], "weight")
 
 
-@pytest.mark.parametrize("grouped", [True, False])
-def test_both_conv_paths_of_hooks_match_loop(grouped, monkeypatch):
+@pytest.mark.parametrize("method", ["grouped", "per_sample", "unfold"])
+def test_every_conv_method_of_hooks_matches_loop(method, monkeypatch):
     import fts_core.persample as ps
 
-    monkeypatch.setattr(ps, "CONV_GROUPED", grouped)
+    monkeypatch.setattr(ps, "CONV_METHOD", method)
     model = _model("vgg19")
     params = prunable_parameters(model, "authors")
     batches = _data("vgg19")
     a = per_sample_stats(model, params, batches, strategy="hooks", chunk_size=3)
     b = per_sample_stats(model, params, batches, strategy="loop")
+    assert _rel(a.fisher, b.fisher) <= 1e-12 and _rel(a.mean_grad, b.mean_grad) <= 1e-12
+
+
+def test_auto_conv_method_mixes_per_layer_and_matches_loop(monkeypatch):
+    import fts_core.persample as ps
+
+    model = _model("resnet18")
+    sizes = sorted(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    monkeypatch.setattr(ps, "CPU_GROUPED_MAX_WEIGHTS", sizes[len(sizes) // 2])  # half each way
+    cpu = torch.device("cpu")
+    methods = {ps._conv_method(m, cpu) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    assert methods == {"grouped", "per_sample"}
+    assert ps._conv_method(nn.Conv2d(512, 512, 3), torch.device("meta")) == "grouped"  # accelerators
+    params = prunable_parameters(model, "authors")
+    a = per_sample_stats(model, params, _data("resnet18"), strategy="hooks", chunk_size=4)
+    b = per_sample_stats(model, params, _data("resnet18"), strategy="loop")
     assert _rel(a.fisher, b.fisher) <= 1e-12 and _rel(a.mean_grad, b.mean_grad) <= 1e-12
 
 
@@ -131,13 +147,11 @@ def test_empirical_fisher_dominates_squared_mean_gradient():
         assert bool((stats.fisher[n] + 1e-300 >= stats.mean_grad[n] ** 2).all())
 
 
-def test_auto_strategy_per_device_and_size():
+def test_auto_strategy_per_device():
     model = _model("resnet18", torch.float32)
-    params = prunable_parameters(model)
-    assert sum(p.numel() for p in params.values()) < CPU_LOOP_MIN_PARAMS
-    assert choose_strategy(model, params) == "hooks"  # small CPU model: vectorised
-    big = build_model("resnet18", width=0.5).eval()  # ~2.8M prunable weights
-    assert choose_strategy(big, prunable_parameters(big)) == "loop"
+    assert choose_strategy(model, prunable_parameters(model)) == "hooks"  # CPU, vectorised
+    big = build_model("resnet18", width=0.5).eval()
+    assert choose_strategy(big, prunable_parameters(big)) == "hooks"
     meta = build_model("resnet18", width=0.5).to("meta").eval()  # stands in for a GPU
     assert choose_strategy(meta, prunable_parameters(meta)) == "hooks"  # never a per-sample loop
     # an unsupported owner on an accelerator falls back to vmap, never to the loop
