@@ -80,7 +80,7 @@ class RunConfig:
     model_options: dict = field(default_factory=dict)  # extra keyword options of the model
     # execution
     device: str = "auto"
-    channels_last: bool = False
+    channels_last: Optional[bool] = None  # NHWC training; None = on the CPU when safe (fts_core.layout)
     out_dir: str = "runs"
     run_name: Optional[str] = None  # None = derived from the config hash
     keep_checkpoints: int = 2  # a checkpoint per epoch, the newest 2 kept (0 keeps all); the final one when done

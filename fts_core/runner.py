@@ -86,6 +86,7 @@ from fts_core.checkpoint import (
 )
 from fts_core.config import RunConfig, load_yaml_mapping
 from fts_core.device import resolve_device, synchronize
+from fts_core.layout import resolve_channels_last
 
 CHECKPOINT_FORMAT = 1
 RESULT_FILE = "result.json"
@@ -121,11 +122,12 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
     model = _build_model(cfg, data, device)
     prunable = prunable_parameters(model, cfg.prunable)
     _check_scoring(cfg, data, model, prunable)
+    channels_last = resolve_channels_last(cfg.channels_last, model, device)
 
     created = not run_dir.exists()
     _write_config(run_dir, cfg)
     try:
-        return _Run(cfg, run_dir, data, model, device).execute()
+        return _Run(cfg, run_dir, data, model, device, channels_last).execute()
     except BaseException:
         if created and not list_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -231,10 +233,12 @@ def _build_model(cfg: RunConfig, data: Any, device: torch.device) -> nn.Module:
 class _Run:
     """State of one run between epochs (everything a checkpoint holds)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module, device: torch.device,
+                 channels_last: bool) -> None:
         from fts_core.training import make_optimizer, make_scheduler
 
         self.cfg, self.run_dir, self.data, self.model, self.device = cfg, run_dir, data, model, device
+        self.channels_last = channels_last  # cfg.channels_last resolved (fts_core.layout)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.milestones, cfg.gamma)
         self.masks: dict[str, torch.Tensor] | None = None
@@ -332,15 +336,16 @@ class _Run:
         atomic_torch_save({n: m.cpu() for n, m in self.masks.items()}, self.run_dir / MASK_FILE)
 
     def _to_training_layout(self) -> None:
-        """``channels_last``: switch the pruned model's weights to NHWC (in place: parameters,
-        their gradient hooks and optimizer state stay). Done after scoring, so criteria always
-        see the default layout, and at the same point of a resumed run."""
-        if self.cfg.channels_last:
+        """NHWC training (``channels_last`` resolved by :mod:`fts_core.layout`): switch the pruned
+        model's weights to NHWC (in place: parameters, their gradient hooks and optimizer state
+        stay). Done after scoring, so criteria always see the default layout, and at the same
+        point of a resumed run."""
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     @property
     def _channels_last(self) -> bool:
-        return self.cfg.channels_last and self.masks is not None
+        return self.channels_last and self.masks is not None
 
     def _epoch(self, epoch: int, train_loader: Any, val_loader: Any) -> dict[str, float]:
         from fts_core.training import evaluate, train_epoch
@@ -439,6 +444,7 @@ class _Run:
             "mean_sparse_epoch_seconds": sum(sparse_seconds) / len(sparse_seconds) if sparse_seconds else None,
             "resumed_from": self.resumed_from,
             "device": _describe_device(self.device),
+            "channels_last": self.channels_last,
             "versions": _versions(),
             "git_revision": _git_revision(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -259,15 +259,25 @@ def test_resume_from_a_checkpoint_is_bitwise_identical(done, tmp_path, crashed_a
 
 def test_channels_last_training_keeps_masks_and_resumes_bitwise(tmp_path):
     """NHWC layout after scoring: gradient hooks survive the layout change, weights stay sparse."""
-    config = {**TINY, "channels_last": True, "epochs": 3, "out_dir": str(tmp_path / "a")}
+    config = {**TINY, "width": 0.25, "channels_last": True, "epochs": 3, "out_dir": str(tmp_path / "a")}
     straight = run(config)
-    assert straight["pruned_weights_nonzero"] == 0
+    assert straight["pruned_weights_nonzero"] == 0 and straight["channels_last"] is True
     w = load_checkpoint(checkpoint_path(straight["run_dir"], 2))["model"]["conv1.weight"]
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     _copy_run(straight, tmp_path, keep_through=1)
     resumed = run({**config, "out_dir": str(tmp_path)})
     assert resumed["resumed_from"] == [2]
     _assert_same_run(straight, resumed)
+
+
+def test_channels_last_is_automatic_on_cpu_and_refused_where_onednn_corrupts_memory(tmp_path):
+    # width 1/16: the first shortcut (1x1, stride 2) has 4 input channels: oneDNN#6035
+    assert run({**TINY, "out_dir": str(tmp_path / "auto")})["channels_last"] is False
+    with pytest.raises(ValueError, match=r"layer2\.0\.shortcut\.0.*4 input channels.*oneDNN#6035"):
+        run({**TINY, "channels_last": True, "out_dir": str(tmp_path / "forced")})
+    assert not (tmp_path / "forced").exists()  # refused before anything was written
+    wide = run({**TINY, "width": 0.25, "epochs": 2, "warmup": 0, "milestones": [1], "out_dir": str(tmp_path / "w")})
+    assert wide["channels_last"] is True
 
 
 def test_damaged_newest_checkpoint_is_skipped_with_a_warning(done, tmp_path):
