@@ -13,8 +13,10 @@ the set ``ours`` scores; the other parameters are held fixed.
                prunable set, accumulate ``g`` and ``g**2``;
 * ``vmap32``   ``torch.func.vmap(grad)`` over chunks of 32 w.r.t. the prunable set, sum and
                sum of squares;
-* ``backpack`` BackPACK ``SumGradSquared`` (non-prunable parameters frozen);
-* ``opacus``   Opacus ``GradSampleModule`` per-sample gradients (non-prunable parameters frozen);
+* ``backpack`` BackPACK ``SumGradSquared`` (non-prunable parameters frozen, ReLUs not in place);
+* ``opacus``   Opacus ``GradSampleModule`` per-sample gradients (non-prunable parameters frozen;
+               Conv2d/Linear switched to train mode, where Opacus records activations, while
+               BatchNorm stays in eval mode);
 * ``ours``     ``fts_core.score("fts", ...)`` with the default (auto) strategy.
 
 Peak memory is the **increase over the process's baseline** taken after imports, model and
@@ -58,6 +60,11 @@ def _method(name: str, model, prunable: dict):
         keep = {id(p) for p in plist}
         for p in model.parameters():
             p.requires_grad_(id(p) in keep)
+        for m in model.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False  # BackPACK's module hooks refuse in-place ops on their outputs (same values)
+            if name == "opacus" and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.train()  # Opacus records activations only in train mode; these layers act the same (BN stays eval)
     if name == "floor":
         def run(xs, ys):
             torch.autograd.grad(F.cross_entropy(model(xs), ys, reduction="sum"), plist)
