@@ -11,7 +11,7 @@ import fts_core
 from fts_core import curvature
 from fts_core.criteria import CRITERIA, _select, score
 from fts_core.masks import make_masks, prunable_parameters
-from fts_core.models import build_model
+from small_models import bn_model, image_batches  # tests/small_models.py
 
 torch.set_num_threads(1)
 F = nn.functional
@@ -19,23 +19,11 @@ T_GRASP, T_HUTCH, PROBES = 1.0, 200.0, 3
 
 
 def _model(name, dtype=torch.float64):
-    torch.manual_seed(0)
-    m = build_model(name, width=1 / 16).to(dtype).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-    return m
+    return bn_model(name, dtype)
 
 
 def _data(name, n=8, dtype=torch.float64):
-    g = torch.Generator().manual_seed(1)
-    size = 8 if name == "resnet18" else 32
-    x = torch.randn(n, 3, size, size, generator=g, dtype=dtype)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return [(x[:5], y[:5]), (x[5:], y[5:])]
+    return image_batches(name, n, 5, dtype)
 
 
 # --------------------------------------------------------------------------- plain reference

@@ -7,29 +7,17 @@ from fts_core.masks import prunable_parameters
 from fts_core.models import build_model
 from fts_core.persample import (batched_mean_grad, choose_strategy, hooks_supported, owner,
                                 per_sample_stats, requires_grad, zeros_for_none)
+from small_models import bn_model, image_batches  # tests/small_models.py
 
 torch.set_num_threads(1)
 
 
 def _model(name, dtype=torch.float64):
-    torch.manual_seed(0)
-    m = build_model(name, width=1 / 16).to(dtype).eval()
-    with torch.no_grad():  # non-trivial BatchNorm so the eval-mode BN path is really exercised
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.1, 0.1)
-    return m
+    return bn_model(name, dtype)
 
 
 def _data(name, n=10, dtype=torch.float64):
-    g = torch.Generator().manual_seed(1)
-    size = 8 if name == "resnet18" else 32
-    x = torch.randn(n, 3, size, size, generator=g, dtype=dtype)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return [(x[:6], y[:6]), (x[6:], y[6:])]
+    return image_batches(name, n, 6, dtype)
 
 
 def _reference(model, params, batches):

@@ -1,0 +1,30 @@
+"""Small BatchNorm models and image batches shared by the scorer tests (float64 by default)."""
+import torch
+from torch import nn
+
+from fts_core.models import build_model
+
+
+def bn_model(name: str, dtype: torch.dtype = torch.float64, width: float = 1 / 16) -> nn.Module:
+    """``build_model(name, width)`` in eval mode with non-trivial BatchNorm statistics and affine
+    parameters, so the eval-mode BatchNorm path of every scorer is really exercised. Seeded."""
+    torch.manual_seed(0)
+    m = build_model(name, width=width).to(dtype).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    return m
+
+
+def image_batches(name: str, n: int, first: int, dtype: torch.dtype = torch.float64) -> list:
+    """``n`` random images for ``name`` (8x8 for ResNet18, 32x32 for VGG19: its five pools need
+    32) with labels in 0..9, as two batches of ``first`` and ``n - first``. Seeded."""
+    g = torch.Generator().manual_seed(1)
+    size = 8 if name == "resnet18" else 32
+    x = torch.randn(n, 3, size, size, generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return [(x[:first], y[:first]), (x[first:], y[first:])]
