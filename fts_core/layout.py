@@ -1,7 +1,7 @@
 """Memory layout for training: when NHWC (``channels_last``) is used, and when it must not be.
 
 On this project's CPU profile (width-reduced CIFAR ResNet18, oneDNN kernels), NHWC weights and
-activations train about 25 % faster than the default NCHW layout (``benchmarks/training.py``
+activations trained 20-33 % faster than the default NCHW layout here (``benchmarks/training.py``
 prints both). ``RunConfig.channels_last = None`` (the default) therefore means: NHWC on the CPU
 when the model is safe for it, NCHW elsewhere (GPU layouts are left to cuDNN; not measured here).
 

@@ -344,7 +344,8 @@ class _Run:
             self.model.to(memory_format=torch.channels_last)
 
     @property
-    def _channels_last(self) -> bool:
+    def _nhwc_now(self) -> bool:
+        """NHWC inputs now: only once the model was switched, i.e. after pruning."""
         return self.channels_last and self.masks is not None
 
     def _epoch(self, epoch: int, train_loader: Any, val_loader: Any) -> dict[str, float]:
@@ -353,9 +354,9 @@ class _Run:
         cfg = self.cfg
         lr = self.optimizer.param_groups[0]["lr"]
         train_loader.set_epoch(epoch)
-        tr = train_epoch(self.model, train_loader, self.optimizer, channels_last=self._channels_last, quiet=True)
+        tr = train_epoch(self.model, train_loader, self.optimizer, channels_last=self._nhwc_now, quiet=True)
         self.scheduler.step()
-        va = evaluate(self.model, val_loader, channels_last=self._channels_last)
+        va = evaluate(self.model, val_loader, channels_last=self._nhwc_now)
         sparse = self.masks is not None
         h = self.history
         for key, value in (("epoch", epoch), ("sparse", sparse), ("lr", lr), ("train_loss", tr["loss"]),
@@ -404,7 +405,7 @@ class _Run:
         cfg, model, masks = self.cfg, self.model, self.masks
         assert masks is not None and self.best["state"] is not None
         test_loader = self.data.loader("test", cfg.batch_size)
-        final = evaluate(model, test_loader, channels_last=self._channels_last)
+        final = evaluate(model, test_loader, channels_last=self._nhwc_now)
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
         params = dict(model.named_parameters())
@@ -412,7 +413,7 @@ class _Run:
         collapse = collapsed_layers(masks, model)
         final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.best["state"])
-        best = evaluate(model, test_loader, channels_last=self._channels_last)
+        best = evaluate(model, test_loader, channels_last=self._nhwc_now)
         model.load_state_dict(final_state)
         h = self.history
         sparse_seconds = [s for s, sp in zip(h["epoch_seconds"], h["sparse"]) if sp]
