@@ -20,35 +20,36 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    # models
-    "MODELS": "models",
-    "build_model": "models",
-    "register_model": "models",
-    # data
-    "DATASETS": "data",
-    "load_data": "data",
-    "register_dataset": "data",
-    "DataBundle": "data",
-    "TensorLoader": "data",
+    # setup: models and data
+    "MODELS": "setup.models",
+    "build_model": "setup.models",
+    "register_model": "setup.models",
+    "DATASETS": "setup.datasets",
+    "register_dataset": "setup.datasets",
+    "load_data": "setup.data",
+    "DataBundle": "setup.loader",
+    "TensorLoader": "setup.loader",
     # scoring
-    "CRITERIA": "criteria",
-    "score": "criteria",
+    "CRITERIA": "scoring",
+    "criterion": "scoring",
+    "score": "scoring",
     # masks
     "prunable_parameters": "masks",
     "make_masks": "masks",
     "apply_masks": "masks",
+    "remove_masks": "masks",
     "layer_density": "masks",
     "collapsed_layers": "masks",
-    "shuffle_masks": "ablations",
-    "reinit_kept": "ablations",
-    "invert_scores": "ablations",
-    # training and runs
-    "RunConfig": "config",
-    "run": "runner",
-    "train_epoch": "training",
-    "evaluate": "training",
-    "sweep": "sweeps",
-    "load_results": "results",
+    "shuffle_masks": "masks",
+    "reinit_kept": "masks",
+    "invert_scores": "masks",
+    # experiments: training and runs
+    "RunConfig": "experiments.config",
+    "run": "experiments.runner",
+    "train_epoch": "experiments.training",
+    "evaluate": "experiments.training",
+    "sweep": "experiments.sweeps",
+    "load_results": "experiments.results",
 }
 
 __all__ = ["__version__", *_EXPORTS]

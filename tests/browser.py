@@ -110,6 +110,13 @@ class PageReport:
     widget_views: int                      # widget views rendered by the embedder
     resources: list[str]                   # URLs the page fetched (Resource Timing)
     broken_fonts: list[str] = dataclasses.field(default_factory=list)  # @font-face URLs that do not load
+    figures: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {src, shown, natural} widths, px
+    scrolled: list[str] = dataclasses.field(default_factory=list)  # outputs/equations wider than their box
+
+    def shrunk_figures(self, below: float = 0.7) -> list[str]:
+        """Figures shown at less than ``below`` of their natural width (illegible ticks)."""
+        return [f"{f['src'].rsplit('/', 1)[-1]} at {f['shown'] / f['natural']:.0%} of its width"
+                for f in self.figures if f["natural"] > 0 and f["shown"] < below * f["natural"]]
 
     @property
     def severe(self) -> list[str]:
@@ -145,6 +152,19 @@ Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
   i.addEventListener('load', r); i.addEventListener('error', r); setTimeout(r, 15000);
 }))).then(() => done(imgs.map(i => ({src: i.currentSrc || i.src, complete: i.complete,
                                      naturalWidth: i.naturalWidth}))));
+"""
+
+_LEGIBILITY = """
+// figures of the content (not logos): shown vs natural width, in CSS pixels (the page's images
+// are PNGs saved at 1 image pixel per CSS pixel); and output blocks or display equations whose
+// content is wider than their box (the reader has to scroll sideways)
+const main = document.querySelector('main') || document.body;
+const figures = Array.from(main.querySelectorAll('img')).filter(i => i.src.includes('_images/')).map(
+  i => ({src: i.currentSrc || i.src, shown: i.getBoundingClientRect().width, natural: i.naturalWidth}));
+const boxes = main.querySelectorAll('div.cell_output pre, div.output pre, div.highlight pre, mjx-container[display="true"]');
+const scrolled = Array.from(boxes).filter(b => b.scrollWidth > b.clientWidth + 2).map(
+  b => (b.textContent || '').trim().slice(0, 60));
+return {figures, scrolled};
 """
 
 _COUNTS = """
@@ -196,10 +216,11 @@ def inspect_page(web, url: str, *, widget_timeout: float = 30.0) -> PageReport:
         time.sleep(0.25)
         counts = web.execute_script(_COUNTS)
     broken_fonts = web.execute_async_script(_CHECK_FONT_FACES)
+    legibility = web.execute_script(_LEGIBILITY)
     time.sleep(0.3)  # late console messages (e.g. a failing script loaded at the end)
     console = web.get_log("browser")
     return PageReport(url=url, title=counts.pop("title"), console=console, images=images,
-                      broken_fonts=broken_fonts, **counts)
+                      broken_fonts=broken_fonts, **counts, **legibility)
 
 
 def save_full_screenshot(web, path: str | os.PathLike, *, max_height: int = 10000,

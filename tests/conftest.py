@@ -1,6 +1,12 @@
-"""Shared test fixtures."""
+"""Shared test fixtures. The tests mirror the package: tests/<subpackage>/test_<module>.py;
+the helpers here in tests/ (small models, fake CIFAR files, the browser) are importable from all."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="module")

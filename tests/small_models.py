@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from fts_core.models import build_model
+from fts_core.setup.models import build_model
 
 
 def bn_model(name: str, dtype: torch.dtype = torch.float64, width: float = 1 / 16) -> nn.Module:

@@ -8,7 +8,8 @@
 * No internal link of the built site is broken and no page loads anything from another host.
 * In headless Chromium (marker ``browser``) the landing page and every chapter load without
   console errors, with every image decoded, the mathematics typeset by MathJax and the
-  widgets rendered; screenshots go to ``test-artifacts/screenshots/``.
+  widgets rendered, every figure shown at 70 % of its natural width or more and no output or
+  display equation wider than its box; screenshots go to ``test-artifacts/screenshots/``.
 
 The book is built once per test session (module-scoped fixture).
 """
@@ -324,4 +325,6 @@ def _page_problems(name: str, report: browser.PageReport, base: str) -> list[str
             problems.append(f"{report.math_errors} MathJax errors")
     if report.widget_states and not report.widget_views:
         problems.append("widget state embedded but no widget rendered")
+    problems += [f"figure too small to read: {f}" for f in report.shrunk_figures(0.7)]
+    problems += [f"output or equation scrolls sideways: {t!r}" for t in report.scrolled]
     return problems

@@ -1,0 +1,76 @@
+"""What every chapter notebook does first: check the papermill parameters it was given.
+
+A notebook's ``parameters`` cell declares each parameter with a type annotation
+(``epochs: int = 6``). papermill injects the caller's values in a cell of assignments right
+after it, and by itself only *warns* about a name the notebook does not declare, then runs
+with the defaults: ``-p epoch 1`` trains the default six epochs. :func:`check_parameters`,
+called at the top of the next cell, stops such a run before any work, and coerces what the
+command line cannot express (``-p criteria fts,snip`` -> ``["fts", "snip"]``).
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any, MutableMapping
+
+__all__ = ["check_parameters"]
+
+_INJECTED_HEADER = "# Parameters\n"  # the first line of the cell papermill injects
+
+
+def _injected_names(namespace: MutableMapping[str, Any]) -> list[str]:
+    """Names assigned by papermill's injected cell when it ran just before this cell (else none)."""
+    history = namespace.get("In") or []
+    if len(history) < 2 or not str(history[-2]).startswith(_INJECTED_HEADER):
+        return []
+    names = []
+    for node in ast.parse(history[-2]).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the declared type, or a ``TypeError`` naming the parameter."""
+    kind = hint if isinstance(hint, type) else type(None)
+    if value is None or kind is type(None):
+        return value
+    if kind is list:
+        if isinstance(value, str):  # -p criteria fts,snip
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # -p seeds 3
+            return [value]
+        if isinstance(value, tuple):
+            return list(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"notebook parameter {name}={value!r}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
+    """Stop on papermill parameters the notebook does not declare; coerce the declared ones.
+    Returns the names of the parameters that were given (empty for a run at the defaults).
+
+    ``namespace`` is the notebook's ``globals()``. The declared parameters are the annotated
+    names of the ``parameters`` cell (``__annotations__``); the given ones are the names that
+    papermill's injected cell assigned. Raises ``NameError`` for an unknown name (with the
+    closest declared one and the full list) and ``TypeError`` for a value of the wrong type.
+    """
+    declared = dict(namespace.get("__annotations__", {}))
+    given = _injected_names(namespace)
+    unknown = [n for n in given if n not in declared]
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, list(declared), n=1)
+            hints.append(repr(n) + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise NameError(f"unknown notebook parameter(s) {', '.join(hints)}; this notebook's parameters: "
+                        f"{', '.join(declared)} (papermill --help-notebook lists them with their defaults)")
+    for name, hint in declared.items():
+        if name in namespace:
+            namespace[name] = _coerce(name, namespace[name], hint)
+    return given

@@ -1,0 +1,163 @@
+"""One cell of a sweep, executed in a Ray worker or in-process: its task and its row.
+
+The worker that finishes a cell writes the cell's row itself (``cells/<cell id>.json``,
+atomically), so killing the sweep's driver loses no finished cell; a failure is written to
+``failures/<cell id>.json`` with its traceback and retried by the next ``--resume``.
+
+A row holds the cell's parameters and grid values, the result (a run's ``result.json``, or a
+notebook's summary), and provenance: host, process, attempts, start and finish times,
+``seconds`` (wall) and ``cpu_seconds`` (all threads of the process), the git revision, library
+versions and the device.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from fts_core.io import (
+    NOTEBOOKS_DIR,
+    RUNS_DIR,
+    SUMMARIES_DIR,
+    atomic_write_json,
+    cell_file,
+    describe_device,
+    failure_file,
+    git_revision,
+    library_versions,
+)
+
+__all__ = ["CellTask", "execute_cell", "record_lost_cell", "resolve_callable"]
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to execute one cell (picklable, so it travels to Ray workers).
+
+    kind: ``"run"`` (call ``target``, a ``"module:function"``, with the params) or ``"notebook"``
+    (execute the notebook at path ``target`` with papermill); cwd: the directory the cell runs in;
+    notebook_cwd: the notebook's working directory (default: its folder); driver_git: the driver's
+    git revision, used when the worker's checkout has none.
+    """
+
+    sweep_dir: str
+    sweep: str
+    cell_id: str
+    kind: str
+    target: str
+    params: dict[str, Any]
+    grid_values: dict[str, Any] = field(default_factory=dict)
+    cwd: str | None = None
+    notebook_cwd: str | None = None
+    driver_git: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_callable(target: str) -> Callable[..., Any]:
+    """The function named ``"package.module:function"`` (``ValueError`` when it is not one)."""
+    if ":" not in target:
+        raise ValueError(f"run target {target!r} must look like 'package.module:function'")
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"run target {target!r} is not callable")
+    return obj
+
+
+def execute_cell(task: CellTask) -> dict[str, Any]:
+    """Execute one cell and write its row or failure record atomically; returns the row
+    (``status`` ``"done"`` or ``"failed"``). Never raises for a failure of the cell itself."""
+    done = cell_file(task.sweep_dir, task.cell_id)
+    if done.exists():  # finished meanwhile (e.g. by a previous driver's worker)
+        return json.loads(done.read_text())
+    row = _new_row(task)
+    old_cwd = os.getcwd()
+    if task.cwd and os.path.isdir(task.cwd):
+        os.chdir(task.cwd)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        result, extra = _execute(task)
+        row.update(extra, status="done", result=result if isinstance(result, Mapping) else {"value": result},
+                   error=None)
+    except Exception as err:  # the cell failed: record it, keep the sweep going
+        row.update(status="failed", result=None, error=f"{type(err).__name__}: {err}",
+                   traceback=traceback.format_exc())
+    finally:
+        os.chdir(old_cwd)
+    row.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3),
+               cpu_seconds=round(time.process_time() - cpu0, 3))
+    git = git_revision()
+    row.update(git if git["git_revision"] is not None else (task.driver_git or git))
+    row["versions"] = library_versions()
+    row["device"] = (row["result"] or {}).get("device") if row["status"] == "done" else None
+    row["device"] = row["device"] or describe_device("cpu")
+    if row["status"] == "done":
+        atomic_write_json(done, row)
+        failure_file(task.sweep_dir, task.cell_id).unlink(missing_ok=True)
+    else:
+        atomic_write_json(failure_file(task.sweep_dir, task.cell_id), row)
+    return row
+
+
+def record_lost_cell(task: CellTask, err: BaseException) -> dict[str, Any]:
+    """The failure row of a cell whose worker process died (out of memory, node lost, ...)."""
+    row = {"cell_id": task.cell_id, "sweep": task.sweep, "kind": task.kind, "params": task.params,
+           "status": "failed", "result": None, "error": f"{type(err).__name__}: {err}",
+           "traceback": "".join(traceback.format_exception(err)), "finished": _now()}
+    atomic_write_json(failure_file(task.sweep_dir, task.cell_id), row)
+    return row
+
+
+def _new_row(task: CellTask) -> dict[str, Any]:
+    attempts = 1
+    failed = failure_file(task.sweep_dir, task.cell_id)
+    if failed.exists():
+        try:
+            attempts = int(json.loads(failed.read_text()).get("attempts", 0)) + 1
+        except (OSError, ValueError):
+            pass
+    return {"cell_id": task.cell_id, "sweep": task.sweep, "kind": task.kind, "target": task.target,
+            "params": dict(task.params), "grid": dict(task.grid_values), "hostname": socket.gethostname(),
+            "pid": os.getpid(), "attempts": attempts, "started": _now()}
+
+
+def _execute(task: CellTask) -> tuple[Any, dict[str, Any]]:
+    """The cell's result and extra row entries."""
+    if task.kind == "notebook":
+        return _execute_notebook(task)
+    call = dict(task.params)
+    call.setdefault("out_dir", str(Path(task.sweep_dir) / RUNS_DIR))
+    call.setdefault("quiet", True)
+    return resolve_callable(task.target)(call), {}
+
+
+def _execute_notebook(task: CellTask) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One papermill execution; its result is the notebook's ``summary_json``."""
+    import papermill as pm  # only notebook sweeps need it
+
+    sweep_dir = Path(task.sweep_dir)
+    out_nb = sweep_dir / NOTEBOOKS_DIR / f"{task.cell_id}.ipynb"
+    summary = sweep_dir / SUMMARIES_DIR / f"{task.cell_id}.json"
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    params = {"summary_json": str(summary), "interactive": False, **task.params}
+    notebook = Path(task.target)
+    cwd = task.notebook_cwd or str(notebook.parent)
+    pm.execute_notebook(str(notebook), str(out_nb), parameters=params, cwd=cwd, progress_bar=False, log_output=False)
+    summary_path = Path(params["summary_json"])
+    if not summary_path.is_absolute():
+        summary_path = Path(cwd) / summary_path
+    result = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return result, {"notebook_output": str(out_nb)}

@@ -1,0 +1,468 @@
+"""One experiment run, end to end, that survives crashes: ``run(config) -> result``.
+
+Protocol (the paper's; see :class:`~fts_core.experiments.config.RunConfig`)::
+
+    epochs 0 .. warmup-1      dense training            (warmup_kind="train")
+    -- or --  `warmup` passes of BatchNorm-statistics refresh, no weight update (warmup_kind="bn")
+    start of epoch prune_epoch: score -> make_masks -> apply_masks(model, masks, optimizer)
+    epochs prune_epoch .. epochs-1: training with the mask enforced
+    every epoch: validation; the best-validation *sparse* model is kept (first of ties)
+    end: test accuracy of the final and of the best-validation model
+
+Run directory ``out_dir/<run name>/`` (name = ``run_name`` or derived from the config hash):
+
+- ``config.yaml``: the config, written when the directory is created;
+- ``mask.pt``: the keep-masks (``torch.load`` gives ``{name: BoolTensor}``), after scoring;
+- ``checkpoint-EEEE.pt``: a checkpoint per epoch E (0-based), the newest 2 kept
+  (``keep_checkpoints``, default 2; ``keep_checkpoints=0`` keeps all), so a damaged newest
+  one leaves a good one; once ``result.json`` is written only the final one stays (all of
+  them with ``keep_checkpoints=0``). Written atomically (temp + rename) and self-checking
+  (sha256 header, see :mod:`fts_core.io`); each holds model, optimizer, scheduler,
+  masks, best-validation state, metric history and the torch RNG states (ResNet18 at full
+  width: about 150 MB);
+- ``result.json``: written last, atomically.
+
+Re-running the same config returns the stored result when ``result.json`` exists, else
+resumes after the newest checkpoint that loads (damaged ones are skipped with a warning).
+Data order and augmentation are seeded from ``(seed, epoch)``, so a resumed run computes
+bitwise the same numbers as an uninterrupted one on the same device.
+
+Seeds: ``seed`` fixes the initial weights (``torch.manual_seed`` before ``build_model``),
+the scoring sample and order (``score(seed=...)`` over the training loader of epoch
+``prune_epoch``) and the training order/augmentation (``TensorLoader.set_epoch(epoch)``);
+``split_seed`` fixes the train/validation split. Scoring sees the training images as training
+does (augmented unless ``augment=False``), with BatchNorm in eval mode (``bn_mode="eval"``, the default, passed to ``score()`` explicitly: the
+authors' setting); ``synflow`` gets ``sparsity`` as its target unless ``criterion_options``
+says otherwise.
+
+Result (``result.json``): ``config``, ``config_hash``, ``test_accuracy_final`` /
+``test_loss_final``, ``test_accuracy_best_val`` / ``test_loss_best_val``, ``best_epoch``,
+``best_val_accuracy``, ``prune_epoch``, ``history`` (per epoch: ``epoch``, ``sparse``, ``lr``,
+``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``epoch_seconds``; the val
+and train-loss curves and epoch seconds are repeated at the top level), ``sparsity`` (realised,
+over the prunable set), ``target_sparsity``, ``prunable_weights``, ``kept_weights``,
+``pruned_weights_nonzero`` (0 unless the mask leaked), ``layer_density``, ``collapsed_layers``
+and ``collapse`` (see ``masks.collapsed_layers``), ``scoring_seconds``,
+``mean_sparse_epoch_seconds``, ``resumed_from`` (epochs a re-run started at), ``device``,
+``versions``, ``git_revision`` (``git rev-parse HEAD``, or null), ``finished_at``.
+Accuracies are fractions in [0, 1].
+
+Bad input raises before anything is written (the run directory is created only after every
+check): unknown keys or names, criterion options with unknown names or bad values
+(``sign=-1``), ``warmup >= epochs``, ``batch_size <= 0``, missing dataset files, an unknown
+``bn_mode`` / ``strategy``, ``score_samples`` or ``per_class`` larger than the training split
+(or a class of it), ``bn_mode`` other than ``"eval"`` for a per-sample criterion (FTS, FD,
+FP, FBSS) on a model with BatchNorm, ``strategy="hooks"`` on layers it cannot handle. A run
+directory that holds a different config is refused. Two processes must not run the same
+config at the same time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fts_core.experiments.config import RunConfig
+from fts_core.experiments.training import (
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    refresh_batchnorm,
+    train_epoch,
+)
+from fts_core.io import (
+    RUN_CONFIG,
+    RUN_MASK,
+    RUN_RESULT,
+    atomic_torch_save,
+    atomic_write_text,
+    checkpoint_path,
+    describe_device,
+    git_revision,
+    latest_checkpoint,
+    library_versions,
+    list_checkpoints,
+    load_yaml_mapping,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from fts_core.masks import apply_masks, collapsed_layers, layer_density, make_masks, prunable_parameters
+from fts_core.scoring import CRITERIA, score
+from fts_core.scoring.persample import hooks_supported
+from fts_core.setup.data import load_data
+from fts_core.setup.device import resolve_device, synchronize
+from fts_core.setup.layout import resolve_channels_last
+from fts_core.setup.models import build_model
+
+__all__ = ["run"]
+
+CHECKPOINT_FORMAT = 1
+_REQUIRED = ("format", "epoch", "config_hash", "model", "optimizer", "scheduler", "history", "best", "rng")
+
+
+# ---------------------------------------------------------------------- public
+def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) -> dict[str, Any]:
+    """Run (or resume, or just read back) one experiment; returns the result dict.
+
+    ``config``: a :class:`RunConfig`, a flat mapping or a YAML path; ``overrides``: fields to
+    change (e.g. ``quiet=True``). The same dict is stored as ``<run dir>/result.json``.
+    """
+    cfg = RunConfig.coerce(config)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    cfg.check_names()
+    run_dir = cfg.run_dir
+    _check_out_dir(Path(cfg.out_dir))
+    _check_existing_config(run_dir, cfg)
+    stored = _stored_result(run_dir)
+    if stored is not None:
+        _say(cfg, f"{run_dir} has finished already: returning its stored result (delete the folder, or change "
+                  "out_dir, to run again)")
+        return stored
+
+    # everything that can fail on bad input happens before the first write
+    device = resolve_device(cfg.device)
+    data = load_data(cfg.dataset, root=cfg.root, subset=cfg.subset, seed=cfg.split_seed, device=device,
+                     val_fraction=cfg.val_fraction, **cfg.data_options)
+    model = _build_model(cfg, data, device)
+    prunable = prunable_parameters(model, cfg.prunable)
+    _check_scoring(cfg, data, model, prunable)
+    channels_last = resolve_channels_last(cfg.channels_last, model, device)
+
+    created = not run_dir.exists()
+    _write_config(run_dir, cfg)
+    try:
+        return _Run(cfg, run_dir, data, model, device, channels_last).execute()
+    except BaseException:
+        if created and not list_checkpoints(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _check_scoring(cfg: RunConfig, data: Any, model: nn.Module, prunable: Mapping[str, nn.Parameter]) -> None:
+    """What ``score()`` would refuse only after the warm-up, checked on the loaded data and the
+    fresh model (the model's mode and buffers are left as they were)."""
+    crit = CRITERIA[cfg.criterion]
+    if crit.needs_data:
+        n = len(data.train)
+        if cfg.score_samples is not None and cfg.score_samples > n:
+            raise ValueError(f"config score_samples={cfg.score_samples}: the training split has only {n} images "
+                             f"(dataset {cfg.dataset!r}, subset={cfg.subset!r}, val_fraction={cfg.val_fraction}); "
+                             f"use at most {n} or null (all of them)")
+        if cfg.per_class is not None:
+            counts = torch.bincount(data.train.y.cpu(), minlength=data.num_classes)
+            present = counts[counts > 0]
+            smallest = int(present.min()) if present.numel() else 0
+            if cfg.per_class > smallest:
+                c = int(torch.nonzero(counts == smallest)[0])
+                raise ValueError(f"config per_class={cfg.per_class}: class {c} of the training split has only "
+                                 f"{smallest} images; use at most {smallest} or null")
+    if not crit.per_sample:
+        return
+    # per-sample statistics need BatchNorm on running statistics; at the pruning point the model
+    # is in train mode (fresh, or just after a training epoch), so "as_is" means batch statistics
+    bn = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    no_stats = [name for name in bn if getattr(model.get_submodule(name), "running_mean", None) is None]
+    if no_stats:
+        raise ValueError(f"config criterion={cfg.criterion!r} needs per-sample gradients, but model {cfg.model!r} has "
+                         f"BatchNorm {no_stats[0]!r} without running statistics (track_running_stats=False); use a "
+                         "criterion without per-sample statistics")
+    if bn and cfg.bn_mode != "eval":
+        raise ValueError(f"config bn_mode={cfg.bn_mode!r}: criterion {cfg.criterion!r} needs per-sample gradients, "
+                         f"but BatchNorm {bn[0]!r} would use batch statistics while scoring; use "
+                         "bn_mode='eval' (the authors' setting) or a criterion without per-sample statistics")
+    if cfg.strategy == "hooks":
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()  # as score() sees it with bn_mode="eval"
+        try:
+            why = hooks_supported(model, dict(prunable))
+        finally:
+            for m, t in modes:
+                m.training = t
+        if why is not None:
+            raise ValueError(f"config strategy='hooks' cannot handle {why}; use 'auto', 'vmap' or 'loop'")
+
+
+# ---------------------------------------------------------------------- run directory
+def _check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` must be a folder this process can write into (created if missing)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"config out_dir={str(out_dir)!r} is a file, not a folder; choose a folder for the run")
+    existing = next((p for p in (out_dir, *out_dir.resolve().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"config out_dir={str(out_dir)!r}: {str(existing)!r} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"config out_dir={str(out_dir)!r}: cannot write into {str(existing)!r} (permission denied); "
+                         "choose a folder you can write to")
+
+
+def _check_existing_config(run_dir: Path, cfg: RunConfig) -> None:
+    """An existing run dir must hold the same config (identity fields); else refuse."""
+    path = run_dir / RUN_CONFIG
+    if not path.exists():
+        return
+    try:
+        old = RunConfig.from_dict(load_yaml_mapping(path))
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable config ({err}); remove the directory or choose another "
+                         "run_name") from err
+    if old.config_hash() != cfg.config_hash():
+        a, b = old.identity(), cfg.identity()
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        raise ValueError(f"run directory {run_dir} holds a different config (differs in: {', '.join(diff)}); "
+                         "choose another run_name or out_dir")
+
+
+def _write_config(run_dir: Path, cfg: RunConfig) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only file system, a quota, ...
+        raise ValueError(f"config out_dir={cfg.out_dir!r}: cannot create the run folder {str(run_dir)!r} "
+                         f"({err.strerror or err})") from None
+    remove_stale_temporaries(run_dir)
+    if not (run_dir / RUN_CONFIG).exists():
+        atomic_write_text(run_dir / RUN_CONFIG, cfg.to_yaml())
+
+
+def _stored_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RUN_RESULT
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ignoring unreadable {path} ({err}); recomputing from the checkpoints", RuntimeWarning,
+                      stacklevel=3)
+        return None
+
+
+def _build_model(cfg: RunConfig, data: Any, device: torch.device) -> nn.Module:
+    torch.manual_seed(cfg.seed)  # the init seed
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, width=cfg.width,
+                        **cfg.model_options)
+    return model.to(device)
+
+
+# ---------------------------------------------------------------------- the run
+class _Run:
+    """State of one run between epochs (everything a checkpoint holds)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module, device: torch.device,
+                 channels_last: bool) -> None:
+        self.cfg, self.run_dir, self.data, self.model, self.device = cfg, run_dir, data, model, device
+        self.channels_last = channels_last  # cfg.channels_last resolved (fts_core.setup.layout)
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg.milestones, cfg.gamma)
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.best: dict[str, Any] = {"state": None, "epoch": None, "val_accuracy": None}
+        self.history: dict[str, list] = {k: [] for k in (
+            "epoch", "sparse", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")}
+        self.scoring_seconds: float | None = None
+        self.resumed_from: list[int] = []
+        self.next_epoch = 0
+
+    # -------------------------------------------------------------- checkpoints
+    def _state(self, epoch: int) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": self.cfg.config_hash(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "masks": self.masks, "best": self.best,
+            "history": self.history, "scoring_seconds": self.scoring_seconds,
+            "resumed_from": self.resumed_from, "rng": rng, "device": str(self.device),
+        }
+
+    def _problem(self, epoch: int, state: dict[str, Any]) -> str | None:
+        """Why a checkpoint that loads cannot continue this run (None if it can)."""
+        if state["format"] != CHECKPOINT_FORMAT:
+            return f"format {state['format']} (expected {CHECKPOINT_FORMAT})"
+        if state["config_hash"] != self.cfg.config_hash():
+            return "written for a different config"
+        if (state["masks"] is None) != (epoch < self.cfg.prune_epoch):
+            return "mask presence does not match the epoch"
+        return None
+
+    def _restore(self) -> bool:
+        found = latest_checkpoint(self.run_dir, map_location=self.device, required_keys=_REQUIRED,
+                                  validate=self._problem)
+        if found is None:
+            return False
+        epoch, state = found
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.masks = state["masks"]
+        if self.masks is not None:
+            apply_masks(self.model, self.masks, self.optimizer)  # idempotent on the restored values
+            self._to_training_layout()
+        self.best, self.history = state["best"], state["history"]
+        self.scoring_seconds = state["scoring_seconds"]
+        self.resumed_from = list(state["resumed_from"]) + [epoch + 1]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.next_epoch = epoch + 1
+        return True
+
+    def _save(self, epoch: int) -> None:
+        save_checkpoint(self._state(epoch), checkpoint_path(self.run_dir, epoch))
+        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+
+    # -------------------------------------------------------------- phases
+    def _prune(self) -> None:
+        """(BN refresh,) score, make masks, apply them (masking warm-up momentum too)."""
+        cfg = self.cfg
+        if cfg.warmup_kind == "bn" and cfg.warmup > 0:
+            loader = self.data.loader("train", cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
+            for i in range(cfg.warmup):
+                loader.set_epoch(i)
+                refresh_batchnorm(self.model, loader)
+        loader = self.data.loader("train", cfg.score_batch_size or cfg.batch_size, seed=cfg.seed,
+                                  epoch=cfg.prune_epoch, augment=cfg.augment)
+        prunable = prunable_parameters(self.model, cfg.prunable)
+        options = dataclasses.asdict(cfg.criterion_options_record())  # SynFlow: the run's sparsity as target
+        synchronize(self.device)
+        start = time.perf_counter()
+        # bn_mode explicitly (default "eval", the authors'): score()'s own default refuses
+        # per-sample criteria on BatchNorm in train mode, and the model is in train mode here
+        scores = score(cfg.criterion, self.model, loader, num_samples=cfg.score_samples, per_class=cfg.per_class,
+                       chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, seed=cfg.seed, strategy=cfg.strategy,
+                       prunable=prunable, quiet=cfg.quiet, **options)
+        masks = make_masks(scores, cfg.sparsity, scope=cfg.scope, rounding=cfg.rounding)
+        synchronize(self.device)
+        self.scoring_seconds = time.perf_counter() - start
+        self.masks = {n: m.to(self.device) for n, m in masks.items()}
+        apply_masks(self.model, self.masks, self.optimizer)
+        self._to_training_layout()
+        atomic_torch_save({n: m.cpu() for n, m in self.masks.items()}, self.run_dir / RUN_MASK)
+
+    def _to_training_layout(self) -> None:
+        """NHWC training (``channels_last`` resolved by :mod:`fts_core.setup.layout`): switch the pruned
+        model's weights to NHWC (in place: parameters, their gradient hooks and optimizer state
+        stay). Done after scoring, so criteria always see the default layout, and at the same
+        point of a resumed run."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def _nhwc_now(self) -> bool:
+        """NHWC inputs now: only once the model was switched, i.e. after pruning."""
+        return self.channels_last and self.masks is not None
+
+    def _epoch(self, epoch: int, train_loader: Any, val_loader: Any) -> dict[str, float]:
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loader.set_epoch(epoch)
+        tr = train_epoch(self.model, train_loader, self.optimizer, channels_last=self._nhwc_now, quiet=True)
+        self.scheduler.step()
+        va = evaluate(self.model, val_loader, channels_last=self._nhwc_now)
+        sparse = self.masks is not None
+        h = self.history
+        for key, value in (("epoch", epoch), ("sparse", sparse), ("lr", lr), ("train_loss", tr["loss"]),
+                           ("train_accuracy", tr["accuracy"]), ("val_loss", va["loss"]),
+                           ("val_accuracy", va["accuracy"]), ("epoch_seconds", tr["seconds"])):
+            h[key].append(value)
+        if sparse and (self.best["val_accuracy"] is None or va["accuracy"] > self.best["val_accuracy"]):
+            self.best = {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                         "epoch": epoch, "val_accuracy": va["accuracy"]}
+        return {"train_loss": tr["loss"], "val_accuracy": va["accuracy"], "lr": lr}
+
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self._restore():
+            _say(cfg, f"resuming {self.run_dir.name} after epoch {self.next_epoch - 1}")
+        train_loader = self.data.loader("train", cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
+        val_loader = self.data.loader("val", cfg.batch_size)
+        bar = None
+        if not cfg.quiet:
+            bar = tqdm(total=cfg.epochs, initial=self.next_epoch, desc=self.run_dir.name[:40], unit="epoch")
+        try:
+            for epoch in range(self.next_epoch, cfg.epochs):
+                if epoch == cfg.prune_epoch and self.masks is None:
+                    self._prune()
+                shown = self._epoch(epoch, train_loader, val_loader)
+                self._save(epoch)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{shown['train_loss']:.3f}", val=f"{shown['val_accuracy']:.3f}",
+                                    lr=f"{shown['lr']:.3g}")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        result = self._result()
+        atomic_write_text(self.run_dir / RUN_RESULT, json.dumps(result, indent=2) + "\n")
+        prune_checkpoints(self.run_dir, 1 if cfg.keep_checkpoints else 0)  # the final state is enough now
+        return result
+
+    # -------------------------------------------------------------- result
+    def _result(self) -> dict[str, Any]:
+        cfg, model, masks = self.cfg, self.model, self.masks
+        assert masks is not None and self.best["state"] is not None
+        test_loader = self.data.loader("test", cfg.batch_size)
+        final = evaluate(model, test_loader, channels_last=self._nhwc_now)
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        params = dict(model.named_parameters())
+        leaked = sum(int((params[n].detach()[~m] != 0).sum()) for n, m in masks.items())
+        collapse = collapsed_layers(masks, model)
+        if self.best["epoch"] == cfg.epochs - 1:  # the best-validation model is the final one
+            best = final
+        else:
+            final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(self.best["state"])
+            best = evaluate(model, test_loader, channels_last=self._nhwc_now)
+            model.load_state_dict(final_state)
+        h = self.history
+        sparse_seconds = [s for s, sp in zip(h["epoch_seconds"], h["sparse"]) if sp]
+        result = {
+            "run_name": self.run_dir.name,
+            "run_dir": str(self.run_dir),
+            "config": cfg.to_dict(),
+            "config_hash": cfg.config_hash(),
+            "test_accuracy_final": final["accuracy"],
+            "test_loss_final": final["loss"],
+            "test_accuracy_best_val": best["accuracy"],
+            "test_loss_best_val": best["loss"],
+            "best_epoch": self.best["epoch"],
+            "best_val_accuracy": self.best["val_accuracy"],
+            "prune_epoch": cfg.prune_epoch,
+            "history": h,
+            "val_accuracy": h["val_accuracy"],
+            "train_loss": h["train_loss"],
+            "target_sparsity": cfg.sparsity,
+            "sparsity": 1.0 - kept / total,
+            "prunable_weights": total,
+            "kept_weights": kept,
+            "pruned_weights_nonzero": leaked,
+            "layer_density": layer_density(masks),
+            "collapsed_layers": list(collapse),
+            "collapse": collapse.to_dict(),
+            "scoring_seconds": self.scoring_seconds,
+            "epoch_seconds": h["epoch_seconds"],
+            "mean_sparse_epoch_seconds": sum(sparse_seconds) / len(sparse_seconds) if sparse_seconds else None,
+            "resumed_from": self.resumed_from,
+            "device": describe_device(self.device),
+            "channels_last": self.channels_last,
+            "versions": library_versions(),
+            "git_revision": git_revision()["git_revision"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return json.loads(json.dumps(result))  # exactly what result.json gives back
+
+
+# ---------------------------------------------------------------------- helpers
+def _say(cfg: RunConfig, message: str) -> None:
+    if not cfg.quiet:
+        print(f"[fts_core.run] {message}", file=sys.stderr, flush=True)

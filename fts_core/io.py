@@ -1,0 +1,326 @@
+"""Every file a run or a sweep reads or writes: names, atomic writes, YAML, checkpoints, provenance.
+
+A run folder ``out_dir/<run name>/`` holds :data:`RUN_CONFIG`, :data:`RUN_MASK`, checkpoints
+``checkpoint-EEEE.pt`` and, last, :data:`RUN_RESULT`. A sweep folder holds :data:`SWEEP_YAML`
+and :data:`SWEEP_JSON` (the spec), ``cells/<cell id>.json`` (finished cells, :func:`cell_file`),
+``failures/<cell id>.json`` (:func:`failure_file`), ``runs/`` (the run folders of run cells),
+``notebooks/`` and ``summaries/`` (notebook cells) and :data:`RESULTS_CSV`.
+
+Every file is written to a temporary name in the same directory, flushed, fsync'ed and
+renamed over the target (``os.replace`` is atomic on POSIX), so a reader sees the old file or
+the new one, never half of one.
+
+A checkpoint file is ``MAGIC`` + the sha256 of the payload (64 hex digits) + newline + the
+``torch.save`` payload. :func:`load_checkpoint` recomputes the hash, so a truncated or
+otherwise damaged file is *detected* (``CorruptCheckpointError``) instead of loaded; it
+loads with ``weights_only=True`` (tensors, numbers, strings, lists, dicts only).
+
+Checkpoints of a run are ``checkpoint-EEEE.pt`` (EEEE = the epoch just completed, from 0);
+:func:`latest_checkpoint` returns the newest one that loads, warning about the ones skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+# run folder
+RUN_CONFIG, RUN_RESULT, RUN_MASK = "config.yaml", "result.json", "mask.pt"
+# sweep folder
+SWEEP_YAML, SWEEP_JSON, RESULTS_CSV = "sweep.yaml", "sweep.json", "results.csv"
+CELLS_DIR, FAILURES_DIR, RUNS_DIR = "cells", "failures", "runs"
+NOTEBOOKS_DIR, SUMMARIES_DIR = "notebooks", "summaries"
+
+MAGIC = b"FTS-CHECKPOINT-v1\n"
+_HEX = 64
+_NAME = re.compile(r"checkpoint-(\d+)\.pt")
+
+
+class CorruptCheckpointError(ValueError):
+    """The file is not a complete checkpoint written by :func:`save_checkpoint`."""
+
+
+# ---------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same dir + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_default(obj: Any) -> Any:
+    """How numpy/torch numbers and arrays, paths, dataclasses and sets go into JSON."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    return str(obj)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented, key-sorted JSON, atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=json_default))
+
+
+def atomic_write_yaml(path: str | Path, obj: Any) -> Path:
+    """``obj`` (made JSON-plain first) as YAML in its own key order, atomically."""
+    plain = json.loads(json.dumps(obj, default=json_default))
+    return atomic_write_text(path, yaml.safe_dump(plain, sort_keys=False))
+
+
+def atomic_write_csv(path: str | Path, table: Any) -> Path:
+    """The scalar columns of a pandas table as CSV, atomically (nested values are left out)."""
+    scalar = [c for c in table.columns if not table[c].map(lambda v: isinstance(v, (dict, list, tuple))).any()]
+    return atomic_write_text(path, table[scalar].to_csv(index=False))
+
+
+def load_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML file that must hold a non-empty mapping.
+
+    Raises ``FileNotFoundError`` (no such file, or a directory) and ``ValueError`` (not YAML,
+    e.g. an image; malformed YAML, with its line; empty; not a mapping), each naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} is a directory, not a YAML file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(path)!r} is not a text (YAML) file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML{at}: {problem}") from None
+    if data is None:
+        raise ValueError(f"{what} {str(path)!r} is empty; it must hold a mapping of keys to values "
+                         "(e.g. `dataset: digits`)")
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(path)!r} must hold a mapping of keys to values, not a {type(data).__name__}")
+    return data
+
+
+def cell_file(sweep_dir: str | Path, cell_id: str) -> Path:
+    """Where a finished cell's row lives."""
+    return Path(sweep_dir) / CELLS_DIR / f"{cell_id}.json"
+
+
+def failure_file(sweep_dir: str | Path, cell_id: str) -> Path:
+    """Where the last failure of a cell is recorded (removed once it succeeds)."""
+    return Path(sweep_dir) / FAILURES_DIR / f"{cell_id}.json"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically (a plain file ``torch.load`` reads, e.g. ``mask.pt``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Serialise ``state`` with a sha256 header and write it atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    return atomic_write_bytes(path, MAGIC + digest + b"\n" + payload)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises ``CorruptCheckpointError`` when the header, the length or the hash is wrong, or
+    the payload does not unpickle to a dict; ``FileNotFoundError`` when it does not exist.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    head = len(MAGIC) + _HEX + 1
+    if len(data) < head or not data.startswith(MAGIC) or data[head - 1 : head] != b"\n":
+        raise CorruptCheckpointError(f"{path}: not a checkpoint (bad or missing header, {len(data)} bytes)")
+    expected = data[len(MAGIC) : head - 1].decode("ascii", errors="replace")
+    payload = memoryview(data)[head:]
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected:
+        raise CorruptCheckpointError(
+            f"{path}: checksum mismatch (truncated or damaged file, {len(payload)} payload bytes)"
+        )
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means unusable
+        raise CorruptCheckpointError(f"{path}: payload does not load: {err}") from err
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{path}: payload is a {type(state).__name__}, not a dict")
+    return state
+
+
+def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / f"checkpoint-{epoch:04d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of the checkpoint files in ``run_dir``, newest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = _NAME.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(
+    run_dir: str | Path,
+    map_location: Any = "cpu",
+    required_keys: tuple[str, ...] = (),
+    validate: Callable[[int, dict[str, Any]], str | None] | None = None,
+) -> tuple[int, dict[str, Any]] | None:
+    """The newest checkpoint that loads, holds ``required_keys`` and passes ``validate``
+    (a function ``(epoch, state) -> problem or None``); ``None`` if there is none.
+
+    Unusable ones are skipped with a ``RuntimeWarning`` naming the file and the reason (they
+    are left in place; retraining that epoch overwrites them).
+    """
+    for epoch, path in list_checkpoints(run_dir):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            missing = [k for k in required_keys if k not in state]
+            if missing:
+                raise CorruptCheckpointError(f"{path}: missing entries {missing}")
+            if state.get("epoch", epoch) != epoch:
+                raise CorruptCheckpointError(f"{path}: holds epoch {state.get('epoch')}, name says {epoch}")
+            problem = validate(epoch, state) if validate is not None else None
+            if problem:
+                raise CorruptCheckpointError(f"{path}: {problem}")
+        except CorruptCheckpointError as err:
+            warnings.warn(f"skipping unusable checkpoint: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        return epoch, state
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints (``keep=0``: delete none); return the deleted."""
+    if keep <= 0:
+        return []
+    deleted = []
+    for _, path in list_checkpoints(run_dir)[keep:]:
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Remove ``.*.tmp`` files left by a process killed while writing."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        for p in run_dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- provenance
+_GIT: dict[str, Any] = {}
+
+
+def git_revision() -> dict[str, Any]:
+    """``{"git_revision": sha or None, "git_dirty": bool or None}`` of the fts_core checkout,
+    read without touching git's index; cached per process."""
+    if not _GIT:
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        try:
+            sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 timeout=10, env=env)
+            if sha.returncode != 0:
+                raise OSError(sha.stderr)
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10, env=env)
+            _GIT.update(git_revision=sha.stdout.strip() or None, git_dirty=bool(dirty.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            _GIT.update(git_revision=None, git_dirty=None)
+    return dict(_GIT)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a result depends on (those installed)."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__}  # with its build tag
+    for dist in ("fts-core", "torchvision", "numpy", "ray", "papermill"):
+        try:
+            versions[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def describe_device(device: torch.device | str) -> str:
+    """``"cuda:0 (NVIDIA H200)"`` or ``"cpu (x86_64, 2 threads)"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

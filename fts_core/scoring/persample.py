@@ -1,0 +1,324 @@
+"""Per-sample gradient statistics in one pass: mean gradient ĝ and empirical Fisher diagonal F̂.
+
+For the prunable parameters θ_P of a model in eval mode and N scoring samples (x_n, y_n)::
+
+    ĝ = (1/N) Σ_n g_n,      F̂ = (1/N) Σ_n g_n ⊙ g_n,      g_n = ∇_θP ℓ(f(x_n)/T, y_n)
+
+(ℓ = cross-entropy, T = logit temperature, 1 by default). F̂ is the diagonal of the empirical
+Fisher with true labels, i.e. the authors' scoring with batch size B = 1. Both come from the
+same pass, so FTS, FD, FP and FBSS cost one pass.
+
+Strategies (all exact; the tests check that they agree to float64 round-off):
+
+``"loop"``
+    One sample at a time: ``autograd.grad`` of the sample's loss w.r.t. the prunable parameters
+    only, accumulated with ``torch._foreach`` ops. The plainest reference.
+``"hooks"``
+    Vectorised over a chunk of samples with per-layer hooks: one batched forward, one backward to
+    the *activations only*, and per layer the per-sample weight gradients from the saved input and
+    output-gradient, reduced (sum, sum of squares) as soon as that layer's output-gradient arrives.
+    Memory: one chunk's activations plus one layer's per-sample gradients. Conv2d weights
+    (``conv_method``): ``"grouped"`` (one convolution weight-gradient with the chunk's samples as
+    groups, what vmap's batching rule does) or ``"per_sample"`` (one weight-gradient per sample
+    from the batched tensors, reduced while it is in cache; for few output positions ``unfold``
+    once and one ``mm`` per sample into a reused buffer). ``"auto"`` picks grouped on accelerators
+    and for small layers (at most :data:`CPU_GROUPED_MAX_WEIGHTS` weights) on the CPU, per_sample
+    for larger CPU layers. Linear: an outer product; eval-mode BatchNorm scales: ``Σ ∂out ⊙ x̂``.
+    Supported prunable owners: Conv2d (groups 1, zero padding), Linear, BatchNorm1d/2d in eval
+    mode, each used once per forward.
+``"vmap"``
+    ``torch.func.vmap(grad(...))`` over chunks: generic (any module), but materialises a chunk of
+    full per-sample gradients (memory ∝ chunk x #params).
+``"auto"``
+    ``"hooks"`` when every prunable parameter is supported; otherwise ``"loop"`` on the CPU and
+    ``"vmap"`` on any other device (never a per-sample loop on a GPU).
+
+What each strategy and Conv2d method costs, measured side by side with BackPACK, Opacus and
+vmap(grad), is in ``benchmarks/README.md`` (``benchmarks/scoring.py``). Nothing here syncs the host
+per sample: all accumulation stays on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from fts_core.masks.prunable import owner
+from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
+
+__all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
+           "hooks_supported"]
+
+STRATEGIES = ("auto", "loop", "hooks", "vmap")
+CONV_METHODS = ("auto", "grouped", "per_sample")
+DEFAULT_CHUNK = 32
+#: CPU: grouped per-sample convolutions only up to this many weights per layer (slower above)
+CPU_GROUPED_MAX_WEIGHTS = 50_000
+#: CPU per_sample: layers with at most this many output positions use unfold + mm (see below)
+CPU_MM_MAX_POSITIONS = 64
+
+
+@dataclass
+class GradStats:
+    """``mean_grad`` ĝ and ``fisher`` F̂ (name -> tensor shaped like the parameter), N samples."""
+
+    mean_grad: dict[str, Tensor]
+    fisher: dict[str, Tensor]
+    num_samples: int
+    strategy: str
+
+
+# --------------------------------------------------------------------------- strategy choice
+
+
+def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
+    """None when the ``"hooks"`` strategy handles every prunable parameter, else the reason."""
+    for name in params:
+        module, attr = owner(model, name)
+        if attr not in ("weight", "bias"):
+            return f"{name}: not a weight/bias"
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+                return f"{name}: Conv2d with groups/padding_mode/string padding"
+        elif isinstance(module, nn.Linear):
+            pass
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if module.training or module.running_mean is None:
+                return f"{name}: BatchNorm using batch statistics"
+        else:
+            return f"{name}: owner {type(module).__name__} not supported"
+    return None
+
+
+def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str = "auto") -> str:
+    """Resolve ``strategy`` (one of :data:`STRATEGIES`) for this model/device."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown per-sample strategy {strategy!r}; allowed: {STRATEGIES}")
+    if strategy != "auto":
+        if strategy == "hooks" and (why := hooks_supported(model, params)) is not None:
+            raise ValueError(f"strategy 'hooks' cannot handle {why}; use 'vmap' or 'loop'")
+        return strategy
+    if hooks_supported(model, params) is None:
+        return "hooks"
+    return "loop" if next(iter(params.values())).device.type == "cpu" else "vmap"
+
+
+# --------------------------------------------------------------------------- public entry
+def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batches, *,
+                     strategy: str = "auto", chunk_size: int | None = None, temperature: float = 1.0,
+                     conv_method: str = "auto", quiet: bool = True) -> GradStats:
+    """ĝ and F̂ of ``params`` (name -> Parameter of ``model``) over ``batches`` [(x, y)].
+
+    The model must already be in the mode to score in (eval for BatchNorm); it is not
+    modified. ``chunk_size`` bounds the samples per vectorised step (default 32);
+    ``conv_method`` forces one Conv2d method of the ``"hooks"`` strategy (see the module doc).
+    """
+    if conv_method not in CONV_METHODS:
+        raise ValueError(f"unknown conv_method {conv_method!r}; allowed: {CONV_METHODS}")
+    chosen = choose_strategy(model, params, strategy)
+    chunk = int(chunk_size or DEFAULT_CHUNK)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    names = list(params)
+    plist = [params[n] for n in names]
+    g_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
+    f_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
+    total = sum(int(x.shape[0]) for x, _ in batches)
+    bar = tqdm(total=total, disable=quiet, desc=f"per-sample ({chosen})", unit="sample")
+    try:
+        with requires_grad(plist):
+            if chosen == "loop":
+                _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar)
+            elif chosen == "hooks":
+                _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_method, bar)
+            else:
+                _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar)
+    finally:
+        bar.close()
+    if total == 0:
+        raise ValueError("scoring data is empty")
+    torch._foreach_div_(g_sum, float(total))
+    torch._foreach_div_(f_sum, float(total))
+    g_sum = [t.contiguous() for t in g_sum]
+    f_sum = [t.contiguous() for t in f_sum]
+    return GradStats(dict(zip(names, g_sum)), dict(zip(names, f_sum)), total, chosen)
+
+
+# --------------------------------------------------------------------------- loop
+def _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar) -> None:
+    first = True
+    for x, y in batches:
+        for i in range(x.shape[0]):
+            loss = cross_entropy_sum(model(x[i:i + 1]), y[i:i + 1], temperature)
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+            if any(g is None for g in grads):
+                grads = zeros_for_none(grads, plist)
+            if first:  # accumulate in the gradients' own memory layout (channels_last or not)
+                for j, g in enumerate(grads):
+                    if g.stride() != g_sum[j].stride():
+                        g_sum[j] = torch.zeros_like(g)
+                        f_sum[j] = torch.zeros_like(g)
+                first = False
+            torch._foreach_add_(g_sum, grads)
+            torch._foreach_addcmul_(f_sum, grads, grads)
+            del grads, loss
+        bar.update(int(x.shape[0]))
+
+
+# --------------------------------------------------------------------------- hooks
+def conv_method_for(module: nn.Conv2d, device: torch.device, conv_method: str = "auto") -> str:
+    """How the ``"hooks"`` strategy gets a Conv2d's per-sample weight-gradients (see module doc)."""
+    if conv_method != "auto":
+        return conv_method
+    if device.type == "cpu" and module.weight.numel() > CPU_GROUPED_MAX_WEIGHTS:
+        return "per_sample"
+    return "grouped"
+
+
+def _conv_weight_grad(module: nn.Conv2d, inp: Tensor, gout: Tensor, groups: int = 1) -> Tensor:
+    """``∂ℓ/∂W`` of ``module`` from its input and output-gradient (``groups`` samples folded)."""
+    shape = (module.weight.shape[0] * groups, *module.weight.shape[1:])
+    return torch.nn.grad.conv2d_weight(inp, shape, gout, stride=module.stride, padding=module.padding,
+                                       dilation=module.dilation, groups=groups)
+
+
+def _per_sample_grads(module: nn.Module, inp: Tensor, gout: Tensor, attrs: set[str]) -> dict[str, Tensor]:
+    """Per-sample gradients ``{attr: (B, *param.shape)}`` of one module from input and output-grad
+    (Conv2d weights: the ``"grouped"`` method)."""
+    b = inp.shape[0]
+    out: dict[str, Tensor] = {}
+    if isinstance(module, nn.Conv2d):
+        if "weight" in attrs:  # the samples as the groups of one convolution
+            w = _conv_weight_grad(module, inp.reshape(1, -1, *inp.shape[2:]), gout.reshape(1, -1, *gout.shape[2:]),
+                                  groups=b)
+            out["weight"] = w.view(b, *module.weight.shape)
+        if "bias" in attrs:
+            out["bias"] = gout.sum(dim=(2, 3))
+    elif isinstance(module, nn.Linear):
+        x2 = inp.reshape(b, -1, inp.shape[-1])
+        g2 = gout.reshape(b, -1, gout.shape[-1])
+        if "weight" in attrs:
+            out["weight"] = torch.bmm(g2.transpose(1, 2), x2)
+        if "bias" in attrs:
+            out["bias"] = g2.sum(1)
+    else:  # BatchNorm1d/2d, eval mode: y = x̂ γ + β with x̂ from running statistics
+        shape = [1, -1] + [1] * (inp.dim() - 2)
+        xhat = (inp - module.running_mean.view(shape)) * torch.rsqrt(module.running_var.view(shape) + module.eps)
+        dims = tuple(range(2, inp.dim()))
+        if "weight" in attrs:
+            prod = gout * xhat
+            out["weight"] = prod.sum(dims) if dims else prod
+        if "bias" in attrs:
+            out["bias"] = gout.sum(dims) if dims else gout
+    return out
+
+
+def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g: Tensor, f: Tensor) -> None:
+    """``g += Σ_n ∂ℓ_n/∂W``, ``f += Σ_n (∂ℓ_n/∂W)²`` one sample at a time from the chunk's saved
+    input (B, Cin, H, W) and output-gradient (B, Cout, H', W'). Few output positions
+    (≤ :data:`CPU_MM_MAX_POSITIONS`): ``unfold`` once, then per sample one ``mm`` into a reused
+    buffer (no allocation per sample); else the library's weight-gradient per sample."""
+    cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
+    if positions <= CPU_MM_MAX_POSITIONS:
+        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                        stride=module.stride)  # (B, Cin*kh*kw, L)
+        go = gout.reshape(gout.shape[0], cout, positions)
+        g2, f2 = g.view(cout, -1), f.view(cout, -1)
+        w = torch.empty_like(g2)
+        for n in range(inp.shape[0]):
+            torch.mm(go[n], cols[n].t(), out=w)
+            g2.add_(w)
+            f2.addcmul_(w, w)
+        return
+    for n in range(inp.shape[0]):  # one sample's weight-gradient at a time, reduced while cached
+        w = _conv_weight_grad(module, inp[n:n + 1], gout[n:n + 1])
+        g.add_(w)
+        f.addcmul_(w, w)
+
+
+def _accumulate(module: nn.Module, inp: Tensor, gout: Tensor, slots: dict[str, int],
+                g_sum: list[Tensor], f_sum: list[Tensor], conv_method: str) -> None:
+    """Add one chunk's Σ_n g_n and Σ_n g_n² of ``module``'s prunable parameters (``slots``:
+    attribute -> accumulator index) to ``g_sum``/``f_sum``."""
+    rest = dict(slots)
+    if (isinstance(module, nn.Conv2d) and "weight" in slots
+            and conv_method_for(module, inp.device, conv_method) == "per_sample"):
+        i = rest.pop("weight")
+        _accumulate_conv_per_sample(module, inp, gout, g_sum[i], f_sum[i])
+    if not rest:
+        return
+    per = _per_sample_grads(module, inp, gout, set(rest))
+    for attr, i in rest.items():
+        gs = per[attr]
+        g_sum[i].add_(gs.sum(0).view_as(g_sum[i]))
+        f_sum[i].add_(gs.square().sum(0).view_as(f_sum[i]))
+
+
+def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_method, bar) -> None:
+    index = {n: i for i, n in enumerate(names)}
+    by_module: dict[nn.Module, dict[str, int]] = {}
+    for n in names:
+        module, attr = owner(model, n)
+        by_module.setdefault(module, {})[attr] = index[n]
+    state: dict[str, object] = {}
+
+    def make_fwd(module: nn.Module, slots: dict[str, int]):
+        def fwd(mod, inputs, output):
+            if not torch.is_grad_enabled():
+                return None
+            if module in state["seen"]:  # type: ignore[operator]
+                raise RuntimeError(f"strategy 'hooks': module {type(mod).__name__} is used twice in one "
+                                   "forward; use strategy='vmap' or 'loop'")
+            state["seen"].add(module)  # type: ignore[union-attr]
+            saved = inputs[0].detach()
+
+            def on_grad(gout: Tensor) -> None:
+                _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
+                state["fired"] += 1  # type: ignore[operator]
+
+            output.register_hook(on_grad)
+            return None
+        return fwd
+
+    handles = [m.register_forward_hook(make_fwd(m, s)) for m, s in by_module.items()]
+    try:
+        for x, y in batches:
+            for start in range(0, x.shape[0], chunk):
+                xc = x[start:start + chunk].detach().requires_grad_(True)
+                state["seen"], state["fired"] = set(), 0
+                loss = cross_entropy_sum(model(xc), y[start:start + chunk], temperature)
+                # backward to the input only: activations' gradients, no weight gradients
+                torch.autograd.grad(loss, [xc])
+                if state["fired"] != len(by_module):
+                    raise RuntimeError("strategy 'hooks': some prunable layers got no gradient "
+                                       f"({state['fired']} of {len(by_module)}); use strategy='loop'")
+                bar.update(int(xc.shape[0]))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- vmap
+def _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar) -> None:
+    prunable = set(names)
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in prunable}
+    fixed.update(dict(model.named_buffers()))
+    train_params = {n: p.detach() for n, p in model.named_parameters() if n in prunable}
+
+    def sample_loss(tp, x, y):
+        out = functional_call(model, {**fixed, **tp}, (x.unsqueeze(0),))
+        return cross_entropy_sum(out, y.unsqueeze(0), temperature)
+
+    per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    for x, y in batches:
+        for start in range(0, x.shape[0], chunk):
+            gs = per_sample(train_params, x[start:start + chunk], y[start:start + chunk])
+            for i, n in enumerate(names):
+                g_sum[i].add_(gs[n].sum(0))
+                f_sum[i].add_(gs[n].square().sum(0))
+            del gs
+            bar.update(min(chunk, int(x.shape[0]) - start))

@@ -1,0 +1,164 @@
+"""The criterion registry: one record per criterion, with its flags and its typed options.
+
+A criterion is one function, one options record and one registry line::
+
+    @dataclass(frozen=True)
+    class PowerOptions(Options):
+        power: float = option(1.0, "exponent of F̂", low=0.0)
+
+    @criterion("fisher_magnitude", per_sample=True, options=PowerOptions)
+    def fisher_magnitude(ctx):
+        return {n: ctx.theta[n].abs() * ctx.fisher()[n] ** ctx.options.power for n in ctx.names}
+
+An options record is a frozen dataclass whose fields carry their default, help text and allowed
+values; building it validates every value (``ValueError`` naming the option, the value and what
+is allowed), and :meth:`Options.from_dict` also refuses unknown names. ``score()`` and
+``RunConfig`` both validate through it, so a criterion's options are checked in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Options", "NoOptions", "option", "Criterion", "CRITERIA", "criterion"]
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
+           high: float | None = None, low_open: bool = False, high_open: bool = False) -> Any:
+    """A field of an options record: its default, help text and allowed values (``choices``, or
+    a range ``low``..``high``, each end closed unless ``*_open``)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high,
+                                            "low_open": low_open, "high_open": high_open})
+
+
+def _allowed(f: dataclasses.Field, kind: Any) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return " or ".join(map(repr, m["choices"]))
+    what = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(kind, str(kind))
+    if m.get("low") is not None:
+        what += f" {'>' if m['low_open'] else '>='} {m['low']:g}"
+    if m.get("high") is not None:
+        what += f" {'and ' if m.get('low') is not None else ''}{'<' if m['high_open'] else '<='} {m['high']:g}"
+    return what
+
+
+def _check_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    """``value`` checked (and lists made tuples) against the field's type and allowed values."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None and optional:
+        return None
+    origin = typing.get_origin(kind)
+    if origin is tuple:  # a shape: positive integers
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        if not ok:
+            raise ValueError(f"must be {'null or ' if optional else ''}a list of positive integers, e.g. [3, 32, 32]")
+        return tuple(value)
+    good = {bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            str: lambda v: isinstance(v, str)}[kind]
+    m = f.metadata
+    inside = good(value) and (not m.get("choices") or value in m["choices"])
+    if inside and m.get("low") is not None:
+        inside = value > m["low"] if m["low_open"] else value >= m["low"]
+    if inside and m.get("high") is not None:
+        inside = value < m["high"] if m["high_open"] else value <= m["high"]
+    if not inside:
+        raise ValueError(f"must be {'null or ' if optional else ''}{_allowed(f, kind)}")
+    return float(value) if kind is float else value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of a criterion's options record (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                object.__setattr__(self, f.name, _check_value(f, hints[f.name], value))
+            except ValueError as err:
+                raise ValueError(f"option {f.name!r} of criterion {self.criterion_name()!r} {err}, got {value!r} "
+                                 f"({f.metadata.get('help', '')})") from None
+
+    @classmethod
+    def criterion_name(cls) -> str:
+        return getattr(cls, "_criterion", cls.__name__)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "Options":
+        """The record from ``{option: value}``; unknown names raise ``ValueError`` with the allowed ones."""
+        values = dict(values or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), known, n=1)
+                hints.append(repr(k) + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"unknown option(s) {', '.join(hints)} for criterion {cls.criterion_name()!r}; "
+                             f"allowed: {', '.join(known) or 'none'}")
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """``{option: "help (default ...; allowed ...)"}`` for command lines and docs."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: f"{f.metadata.get('help', '')} (default {f.default!r}; {_allowed(f, hints[f.name])})"
+                for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class NoOptions(Options):
+    """A criterion without options."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered criterion: ``fn(ctx) -> {name: Tensor}`` (higher = keep) and what it needs.
+
+    needs_data: it reads scoring data; per_sample: it needs per-sample statistics (F̂), so
+    BatchNorm must use running statistics and ĝ comes from the same pass; iterative: a
+    procedure towards a target sparsity, which it takes as its ``sparsity`` option (SynFlow).
+    """
+
+    name: str
+    fn: Callable[..., dict]
+    options: type[Options] = NoOptions
+    needs_data: bool = True
+    per_sample: bool = False
+    iterative: bool = False
+
+    def __call__(self, ctx: Any) -> dict:
+        return self.fn(ctx)
+
+
+#: name -> :class:`Criterion`
+CRITERIA: dict[str, Criterion] = {}
+
+
+def criterion(name: str, *, options: type[Options] = NoOptions, needs_data: bool = True, per_sample: bool = False,
+              iterative: bool = False) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register ``fn(ctx) -> {name: Tensor}`` as criterion ``name`` (see :class:`Criterion`)."""
+    if not (isinstance(options, type) and issubclass(options, Options)):
+        raise TypeError(f"criterion {name!r}: options must be an Options dataclass, got {options!r}")
+    if iterative and "sparsity" not in {f.name for f in dataclasses.fields(options)}:
+        raise TypeError(f"criterion {name!r} is iterative, so its options need a 'sparsity' field")
+
+    def deco(fn: Callable[..., dict]) -> Callable[..., dict]:
+        if name in CRITERIA:
+            raise ValueError(f"criterion {name!r} is already registered")
+        options._criterion = name  # named in its error messages
+        CRITERIA[name] = Criterion(name, fn, options, needs_data, per_sample, iterative)
+        return fn
+    return deco
