@@ -128,7 +128,7 @@ def _method(name: str, model, prunable: dict):
                     p.grad_sample = None
         return run
     if name == "ours":
-        from fts_core.criteria import score
+        from fts_core.scoring import score
 
         def run(xs, ys):
             score("fts", model, [(xs, ys)], prunable=prunable)
@@ -183,7 +183,7 @@ def worker(args: argparse.Namespace) -> int:
     import torch
 
     from fts_core.masks import prunable_parameters
-    from fts_core.models import build_model
+    from fts_core.setup.models import build_model
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

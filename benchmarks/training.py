@@ -8,8 +8,8 @@ torchvision transforms (RandomCrop 32 pad 4, RandomHorizontalFlip, ToTensor, Nor
 through a ``DataLoader`` with 2 worker processes; each step masks gradients by looping over
 all parameters, and collects metrics per batch on the host (``loss.item()``, predictions
 ``.cpu()``). Ours: ``TensorLoader`` (uint8 data on the device, batched crop/flip/normalise)
-and ``fts_core.training.train_epoch`` with masks enforced by ``apply_masks`` (gradient hooks), in
-the memory layout ``fts_core.run`` trains in by default (``fts_core.layout``: NHWC on the CPU
+and ``fts_core.experiments.training.train_epoch`` with masks enforced by ``apply_masks`` (gradient hooks), in
+the memory layout ``fts_core.run`` trains in by default (``fts_core.setup.layout``: NHWC on the CPU
 where oneDNN is safe for the model; the other layout is printed for information).
 Same model (ResNet18 at the given width, same initial weights, 90 % random global mask), same
 images (CIFAR-shaped random uint8; no CIFAR files needed), same batch size.
@@ -17,7 +17,9 @@ images (CIFAR-shaped random uint8; no CIFAR files needed), same batch size.
 Measurements and targets (issue 3, "Performance"); all ratios are measured in one process run:
   1. data pipeline alone (augment + batch + normalise, no model; batch 512): ours / reference images/s >= 10
   2. one training epoch, images/s: ours / reference >= 1.5 at reduced width, >= 1.0 at full width
-  3. masked / dense time per training step (ours) <= 1.05
+  3. masked / dense time per training step (ours) <= 1.05; for the record, the same step with the
+     other ways of keeping pruned weights at zero (``torch.nn.utils.prune``'s weight_orig * mask,
+     a parametrization) and with only one of our two mechanisms (gradient hooks, step post-hook)
 Timings take the best of ``--repeats`` interleaved repetitions (noise on a shared machine
 only ever makes a run slower). Run it on an otherwise idle machine: with more runnable
 processes than cores, torch's OpenMP threads wait for each other and every number collapses
@@ -38,11 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fts_core.data import DataBundle, Split
-from fts_core.layout import channels_last_hazard, resolve_channels_last
+from fts_core.setup.loader import DataBundle, Split
+from fts_core.setup.layout import channels_last_hazard, resolve_channels_last
 from fts_core.masks import apply_masks, make_masks, prunable_parameters
-from fts_core.models import build_model
-from fts_core.training import make_optimizer, train_epoch
+from fts_core.setup.models import build_model
+from fts_core.experiments.training import make_optimizer, train_epoch
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -230,6 +232,66 @@ def bench_mask_overhead(images: Images, width: float, batch_size: int, steps: in
     return min(t_dense), min(t_masked), cl
 
 
+class _TimesMask(nn.Module):
+    """A parametrization ``weight = original * mask``."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+def _masked_by(kind: str, model: nn.Module, masks: dict, cl: bool):
+    """A copy of ``model`` whose pruned weights a mechanism of kind ``kind`` keeps at zero."""
+    import torch.nn.utils.parametrize as parametrize
+    import torch.nn.utils.prune as tprune
+
+    if kind == "ours":
+        return fresh(model, masks, ours=True, channels_last=cl)
+    m, opt = fresh(model, masks, ours=False, channels_last=cl)
+    params = dict(m.named_parameters())
+    for name, mask in masks.items():
+        owner, leaf = m.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+        if kind == "prune":
+            tprune.custom_from_mask(owner, leaf, mask)
+        elif kind == "parametrize":
+            parametrize.register_parametrization(owner, leaf, _TimesMask(mask.to(torch.float32)))
+        elif kind == "gradient hooks only":
+            params[name].register_hook(lambda g, keep=mask: torch.where(keep, g, torch.zeros((), dtype=g.dtype)))
+    if kind in ("prune", "parametrize"):
+        opt = make_optimizer(m, lr=0.01)  # the parameters were replaced
+    elif kind == "step hook only":
+        pruned = [(params[n], ~mk) for n, mk in masks.items()]
+
+        def zero_pruned(*_):
+            with torch.no_grad():
+                for p, off in pruned:
+                    p.masked_fill_(off, 0.0)
+
+        opt.register_step_post_hook(zero_pruned)
+    return m, opt
+
+
+def bench_mechanisms(images: Images, width: float, batch_size: int, steps: int, repeats: int,
+                     device: torch.device) -> dict[str, float]:
+    """Seconds per training step for dense and each masking mechanism, interleaved, best of ``repeats``."""
+    model, masks = make_model(width, device)
+    cl = resolve_channels_last(None, model, device)
+    batches = [(x, y) for x, y in images.bundle(device).loader("train", batch_size, seed=0, drop_last=True)][:steps]
+    kinds = ["dense", "ours", "gradient hooks only", "step hook only", "prune", "parametrize"]
+    runs = {k: (fresh(model, None, ours=True, channels_last=cl) if k == "dense" else _masked_by(k, model, masks, cl))
+            for k in kinds}
+    for m, opt in runs.values():
+        train_epoch(m, batches[:2], opt, channels_last=cl)
+    best = {k: float("inf") for k in kinds}
+    for _ in range(repeats):
+        for k, (m, opt) in runs.items():
+            best[k] = min(best[k], train_epoch(m, batches, opt, channels_last=cl)["seconds"] / len(batches))
+    return best
+
+
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                                               mask_repeats, device)
     print(f"  per step width {rw:g} ({'NHWC' if nhwc else 'NCHW'}): dense {dense * 1e3:.1f} ms, masked {masked * 1e3:.1f} ms, "
           f"+{(masked / dense - 1) * 100:.1f}%", flush=True)
+    mech = bench_mechanisms(make_images(bs * sizes["steps"]), rw, bs, sizes["steps"], sizes["repeats"], device)
+    print("  masking mechanisms, ms per step (ratio to dense): " + ", ".join(
+        f"{k} {v * 1e3:.1f} ({v / mech['dense']:.3f})" for k, v in mech.items()), flush=True)
 
     print("\n| measurement | ours | reference | ratio | target | ok |\n|---|---|---|---|---|---|")
     targets = ["≥ 10×", "≥ 1.5×", "≥ 1.0×"]
