@@ -161,7 +161,9 @@ _LEGIBILITY = """
 const main = document.querySelector('main') || document.body;
 const figures = Array.from(main.querySelectorAll('img')).filter(i => i.src.includes('_images/')).map(
   i => ({src: i.currentSrc || i.src, shown: i.getBoundingClientRect().width, natural: i.naturalWidth}));
-const boxes = main.querySelectorAll('div.cell_output pre, div.output pre, div.highlight pre, mjx-container[display="true"]');
+// outputs of code cells and display equations (code inputs and code blocks in the prose may scroll)
+const boxes = Array.from(main.querySelectorAll('div.cell_output pre, mjx-container[display="true"]'))
+  .filter(b => !b.closest('.cell_input'));
 const scrolled = Array.from(boxes).filter(b => b.scrollWidth > b.clientWidth + 2).map(
   b => (b.textContent || '').trim().slice(0, 60));
 return {figures, scrolled};

@@ -16,7 +16,8 @@ blocks every host but 127.0.0.1). In ``04_experiments.ipynb`` it measures:
 * nothing is written into the repository: ``git status --porcelain`` gains no line (outside
   ``results/``, which sweeps may be filling meanwhile) and every file under ``notebooks/`` is unchanged
   (autosave is off; the summary the notebook writes, ``notebooks/summaries/04_experiments.json``,
-  git-ignored, is put back as it was).
+  git-ignored, is put back as it was; the checkpoint JupyterLab makes on opening goes to the
+  temporary folder).
 
 A screenshot of the widget goes to ``test-artifacts/screenshots/jupyterlab-04.png``.
 JupyterLab is shut down at the end (SIGTERM to its process group, then SIGKILL to what is left,
@@ -177,7 +178,7 @@ def jupyterlab(tmp: Path) -> Iterator[JupyterLab]:
     """
     token = secrets.token_hex(16)
     dirs = {name: tmp / name for name in ("runtime", "config", "data", "settings", "workspaces",
-                                          "ipython", "virtual_documents")}
+                                          "ipython", "virtual_documents", "checkpoints")}
     for d in dirs.values():
         d.mkdir(parents=True)
     for name, value in LAB_SETTINGS.items():
@@ -198,6 +199,8 @@ def jupyterlab(tmp: Path) -> Iterator[JupyterLab]:
         f"--ServerApp.root_dir={NOTEBOOKS}",
         f"--LabApp.user_settings_dir={dirs['settings']}",
         f"--LabApp.workspaces_dir={dirs['workspaces']}",
+        # opening a notebook makes a checkpoint of it: into tmp, not notebooks/.ipynb_checkpoints
+        f"--FileCheckpoints.checkpoint_dir={dirs['checkpoints']}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",  # no PyPI queries
