@@ -14,7 +14,10 @@ rm -rf "$src"
 mkdir -p "$src/notebooks"
 cp -r _config.yml _toc.yml references.bib book "$src/"
 cp notebooks/[0-9]*.ipynb "$src/notebooks/"
-ln -s "$PWD/results" "$src/results"   # the committed results the notebooks read (../results/...)
+# what the notebooks read at their defaults, relative to notebooks/: the committed results and
+# the sweep file notebook 04 renders (../results/..., ../sweeps/...)
+ln -s "$PWD/results" "$src/results"
+ln -s "$PWD/sweeps" "$src/sweeps"
 if [ "${SKIP_EXECUTE:-0}" != 1 ]; then
     for nb in "$src"/notebooks/[0-9]*.ipynb; do
         echo "[book] executing $(basename "$nb") (cell outputs follow; each cell may take at most ${NB_TIMEOUT:-1800} s)"

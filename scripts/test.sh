@@ -11,7 +11,14 @@ export PYTHONHASHSEED=0 FTS_NBVAL=1
 # nbval rule (tests/README.md): --nbval-lax executes every cell (its assertions must pass) and
 # compares the outputs of the cells tagged nbval-check-output only
 nbval=(--nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900)
-"$VENV/bin/python" -m pytest tests notebooks "${nbval[@]}" "$@"
+# two pytest workers (pytest-xdist), each test file whole on one worker (a notebook's cells share one
+# kernel, a module its fixtures), one intra-op thread each: on 2 cores, two workers of two threads
+# would wait for each other. FTS_TEST_WORKERS=0 runs everything in one process.
+workers=${FTS_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadfile)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+"$VENV/bin/python" -m pytest tests notebooks "${nbval[@]}" "${parallel[@]}" "$@"
 echo "[test] the notebooks again under the alternative CPU kernels: $(grep -v '^#' tests/alt_kernels.env | xargs)"
 env $(grep -v '^#' tests/alt_kernels.env | xargs) "$VENV/bin/python" -m pytest notebooks tests/test_notebooks.py \
-    "${nbval[@]}" -p no:cacheprovider "$@"
+    "${nbval[@]}" "${parallel[@]}" -p no:cacheprovider "$@"

@@ -328,3 +328,16 @@ def _page_problems(name: str, report: browser.PageReport, base: str) -> list[str
     problems += [f"figure too small to read: {f}" for f in report.shrunk_figures(0.7)]
     problems += [f"output or equation scrolls sideways: {t!r}" for t in report.scrolled]
     return problems
+
+
+def test_make_book_copy_holds_every_folder_the_notebooks_read():
+    """`make book` executes the notebooks in _build/book-src: every top-level folder a notebook
+    reads as ``../folder/...`` (results, sweep files) must be copied or linked there."""
+    script = (ROOT / "scripts" / "book.sh").read_text()
+    provided = set(re.findall(r'ln -s "\$PWD/([\w.-]+)"', script))
+    provided |= {w for line in re.findall(r"^cp -r (.*) \"\$src/\"$", script, re.M) for w in line.split()}
+    read = {m for nb in (ROOT / "notebooks").glob("[0-9]*.ipynb")
+            for m in re.findall(r"\.\./([A-Za-z_][\w-]*)/", nb.read_text())}
+    assert read, "no ../folder/ path found in the notebooks: the pattern is stale"
+    missing = sorted(read - provided - {"notebooks"})
+    assert not missing, f"scripts/book.sh does not put {missing} beside the executed notebooks"
