@@ -99,9 +99,20 @@ def test_bad_sweep_files_are_rejected_with_the_bad_key(tmp_path, change, message
 
 def test_shipped_sweep_files_parse():
     for name, n in (("example_digits.yaml", 8), ("paper_resnet18_cifar10.yaml", 9 * 5 * 3 + 3),
-                    ("fashion_mnist_resnet18.yaml", 8 * 4 * 3 + 3 + 2 * 2 * 2 * 3)):
+                    ("fashion_mnist_resnet18.yaml", 8 * 4 * 5 + 5 + 2 * 2 * 2 * 5),
+                    ("fashion_mnist_vgg19.yaml", 8 * 4 * 5 + 5 + 2 * 2 * 2 * 5)):
         spec = SweepSpec.from_yaml(REPO / "sweeps" / name)
         assert len(expand(spec)) == n, name
+
+
+def test_seeds_added_to_a_sweep_keep_the_finished_cells():
+    """The ResNet18 sweep grew from 3 to 5 seeds: its 123 committed 3-seed cells keep their ids."""
+    spec = SweepSpec.from_yaml(REPO / "sweeps" / "fashion_mnist_resnet18.yaml")
+    ids = {c.cell_id for c in expand(spec)}
+    three = {c.cell_id for c in expand(spec) if c.params["seed"] < 3}
+    assert len(three) == 123 and three < ids
+    committed = {p.stem for p in (REPO / "results" / "fashion_mnist_resnet18" / "cells").glob("*.json")}
+    assert three <= committed
 
 
 # ---------------------------------------------------------------------- serial execution
