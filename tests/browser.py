@@ -112,6 +112,7 @@ class PageReport:
     broken_fonts: list[str] = dataclasses.field(default_factory=list)  # @font-face URLs that do not load
     figures: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {src, shown, natural} widths, px
     scrolled: list[str] = dataclasses.field(default_factory=list)  # outputs/equations wider than their box
+    folded: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # hide-input cells: {input_shown, figures}
 
     def shrunk_figures(self, below: float = 0.7) -> list[str]:
         """Figures shown at less than ``below`` of their natural width (illegible ticks)."""
@@ -169,6 +170,16 @@ const scrolled = Array.from(boxes).filter(b => b.scrollWidth > b.clientWidth + 2
 return {figures, scrolled};
 """
 
+_FOLDING = """
+// cells tagged hide-input: is their code hidden until a click, and are their figures still shown?
+return Array.from(document.querySelectorAll('div.cell.tag_hide-input')).map(cell => {
+  const input = cell.querySelector('.cell_input');
+  // a closed <details> keeps its content laid out but skipped (content-visibility): ask checkVisibility
+  return {input_shown: !!input && input.checkVisibility({contentVisibilityAuto: true, visibilityProperty: true}),
+          figures: Array.from(cell.querySelectorAll('.cell_output img')).map(i => i.getBoundingClientRect().width)};
+});
+"""
+
 _COUNTS = """
 return {
   math_sources: document.querySelectorAll('.math').length,
@@ -219,10 +230,11 @@ def inspect_page(web, url: str, *, widget_timeout: float = 30.0) -> PageReport:
         counts = web.execute_script(_COUNTS)
     broken_fonts = web.execute_async_script(_CHECK_FONT_FACES)
     legibility = web.execute_script(_LEGIBILITY)
+    folded = web.execute_script(_FOLDING)
     time.sleep(0.3)  # late console messages (e.g. a failing script loaded at the end)
     console = web.get_log("browser")
     return PageReport(url=url, title=counts.pop("title"), console=console, images=images,
-                      broken_fonts=broken_fonts, **counts, **legibility)
+                      broken_fonts=broken_fonts, folded=folded, **counts, **legibility)
 
 
 def save_full_screenshot(web, path: str | os.PathLike, *, max_height: int = 10000,

@@ -325,6 +325,16 @@ def _page_problems(name: str, report: browser.PageReport, base: str) -> list[str
             problems.append(f"{report.math_errors} MathJax errors")
     if report.widget_states and not report.widget_views:
         problems.append("widget state embedded but no widget rendered")
+    if name.startswith("notebooks/"):  # plotting and bookkeeping code is folded; its figures still show
+        notebook = json.loads((ROOT / f"{name}.ipynb").read_text())
+        tagged = sum("hide-input" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"])
+        if len(report.folded) != tagged or not tagged:
+            problems.append(f"{len(report.folded)} folded cells on the page, {tagged} tagged hide-input")
+        problems += [f"folded cell {i} shows its code" for i, c in enumerate(report.folded) if c["input_shown"]]
+        problems += [f"figure of folded cell {i} not shown" for i, c in enumerate(report.folded)
+                     if any(w <= 0 for w in c["figures"])]
+        if not any(c["figures"] for c in report.folded):
+            problems.append("no figure in a folded cell")
     problems += [f"figure too small to read: {f}" for f in report.shrunk_figures(0.7)]
     problems += [f"output or equation scrolls sideways: {t!r}" for t in report.scrolled]
     return problems

@@ -74,8 +74,8 @@ def test_notebook04_trains_a_small_grid_and_passes_its_checks(tmp_path):
     """The training path: a small digits grid given on the command line (comma lists included)."""
     out, summary = tmp_path / "out.ipynb", tmp_path / "summary.json"
     cmd = [PAPERMILL, str(ROOT / "notebooks" / "04_experiments.ipynb"), str(out), "--cwd", str(ROOT / "notebooks"),
-           "-k", "python3", "--no-progress-bar", "-p", "sweep_file", "", "-p", "train", "True",
-           "-p", "results_dir", "", "-p", "criteria", "fts,snip,random", "-p", "epochs", "1", "-p", "subset", "300",
+           "-k", "python3", "--no-progress-bar", "-p", "sweep_files", "", "-p", "train", "True",
+           "-p", "results_dirs", "", "-p", "criteria", "fts,snip,random", "-p", "epochs", "1", "-p", "subset", "300",
            "-p", "score_samples", "32", "-p", "interactive", "False", "-p", "summary_json", str(summary),
            "-y", "sparsities: [0.9, 0.98]\nseeds: [0, 1]\nmilestones: [1]\nbatch_size: 64"]
     scratch = tmp_path / "tmp"
@@ -84,7 +84,7 @@ def test_notebook04_trains_a_small_grid_and_passes_its_checks(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert not list(scratch.glob("fts_nb04_*"))  # the temporary results folder went with the kernel
     result = json.loads(summary.read_text())
-    assert result["cells"] == 3 * 2 * 2 + 2  # and the dense baseline
+    assert result["nb04_cells"] == result["nb04_cells_total"] == 3 * 2 * 2 + 2  # and the dense baseline
     assert result["nb04_differences"] == 2 * 2  # FTS − SNIP, FTS − Random at two sparsities
     text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
                      if c.cell_type == "code" for o in c.get("outputs", []))

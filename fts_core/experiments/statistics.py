@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["t_interval", "summarise_ci", "paired_differences", "all_paired_differences", "resolved_sentence",
-           "format_ci"]
+           "format_ci", "seeds_for_half_width", "t_quantile"]
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
@@ -33,8 +33,24 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     if n < 2:
         return mean, math.nan, math.nan, n
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(n, confidence) * sd / math.sqrt(n)
     return mean, mean - half, mean + half, n
+
+
+def t_quantile(n: int, confidence: float = 0.95) -> float:
+    """The Student-t factor of a two-sided interval over ``n`` values (``n - 1`` degrees of freedom)."""
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+
+
+def seeds_for_half_width(sd: float, half_width: float, confidence: float = 0.95, most: int = 100) -> int | None:
+    """The fewest seeds n (>= 2) whose t-interval ``t_{n-1} · sd / √n`` is narrower than ``half_width``,
+    for a spread ``sd`` measured over seeds; None when it takes more than ``most`` (or sd is unknown)."""
+    if not sd == sd or half_width <= 0:
+        return None
+    for n in range(2, most + 1):
+        if t_quantile(n, confidence) * sd / math.sqrt(n) < half_width:
+            return n
+    return None
 
 
 def summarise_ci(table: pd.DataFrame, value: str = "test_accuracy_final",

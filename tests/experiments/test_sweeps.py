@@ -311,14 +311,14 @@ def test_notebook04_runs_the_paper_protocol_on_cifar_layout_files(tmp_path):
            "--cwd", str(REPO / "notebooks"), "-f", str(REPO / "params" / "paper" / "resnet18_cifar10.yaml"),
            "-p", "root", str(data), "-p", "epochs", "1", "-p", "subset", "100", "-p", "width", "0.25",
            "-p", "batch_size", "30", "-p", "score_samples", "8", "-p", "backend", "serial",
-           "-p", "device", "cpu", "-p", "results_dir", str(tmp_path / "results"),
+           "-p", "device", "cpu", "-p", "results_dirs", str(tmp_path / "results"),
            "-p", "summary_json", str(summary),
            "-y", "criteria: [fts, snip]\nsparsities: [0.9]\nseeds: [0]", "--no-progress-bar"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(summary.read_text())
-    assert result["setting"].startswith("cifar10, resnet18 at width 0.25")
-    assert result["paper_setting"] is True and result["cells"] == 3  # and the dense baseline
+    assert result["settings"]["ResNet18"].startswith("cifar10, resnet18 at width 0.25")
+    assert result["paper_setting"] is True and result["nb04_cells"] == 3  # and the dense baseline
     text = "\n".join(o.get("text", "") for c in nbformat.read(out_nb, as_version=4).cells
                      if c.cell_type == "code" for o in c.get("outputs", []))
     assert "90.55 ± 0.23" in text  # the paper's FTS number at 90 % sparsity, shown side by side
