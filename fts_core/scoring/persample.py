@@ -25,13 +25,23 @@ Strategies (all exact; the tests check that they agree to float64 round-off):
     and for small layers (at most :data:`CPU_GROUPED_MAX_WEIGHTS` weights) on the CPU, per_sample
     for larger CPU layers. Linear: an outer product; eval-mode BatchNorm scales: ``Σ ∂out ⊙ x̂``.
     Supported prunable owners: Conv2d (groups 1, zero padding), Linear, BatchNorm1d/2d in eval
-    mode, each used once per forward.
+    mode. The path is used for a module only where it is exact (:func:`hooks_supported`): the
+    stock layer's own computation (a subclass that overrides a method of the layer counts only
+    when :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
+    parameter shared between modules; and, checked on the first chunk, each such module called
+    once per forward and the per-sample gradients summing to autograd's batch gradient (so a
+    weight also used outside the module's call is caught).
 ``"vmap"``
     ``torch.func.vmap(grad(...))`` over chunks: generic (any module), but materialises a chunk of
     full per-sample gradients (memory ∝ chunk x #params).
 ``"auto"``
-    ``"hooks"`` when every prunable parameter is supported; otherwise ``"loop"`` on the CPU and
-    ``"vmap"`` on any other device (never a per-sample loop on a GPU).
+    ``"hooks"`` when every prunable parameter is supported and the first chunk's checks pass;
+    otherwise ``"vmap"``, and the loop where vmap cannot run the model (on the CPU only: never a
+    per-sample loop on another device). An explicit ``"hooks"`` that fails a check raises an error
+    naming the layer and the strategies that work.
+
+Per-sample gradients assume that samples do not interact in the forward pass (eval-mode
+BatchNorm; ``fts_core.score`` refuses batch statistics by default).
 
 What each strategy and Conv2d method costs, measured side by side with BackPACK, Opacus and
 vmap(grad), is in ``benchmarks/README.md`` (``benchmarks/scoring.py``). Nothing here syncs the host
@@ -40,6 +50,7 @@ per sample: all accumulation stays on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +62,7 @@ from fts_core.masks.prunable import owner
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
-           "hooks_supported"]
+           "hooks_supported", "register_equivalent", "HooksMismatch"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
 CONV_METHODS = ("auto", "grouped", "per_sample")
@@ -75,36 +86,85 @@ class GradStats:
 # --------------------------------------------------------------------------- strategy choice
 
 
+#: methods a subclass may override without changing what the layer computes
+_HARMLESS = frozenset({"__init__", "__repr__", "extra_repr", "reset_parameters", "_load_from_state_dict",
+                       "__setstate__", "_save_to_state_dict"})
+#: subclass -> the stock layer it computes exactly (see :func:`register_equivalent`)
+_EQUIVALENT: dict[type, type] = {}
+_STOCK = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def register_equivalent(cls: type, stock: type) -> type:
+    """Declare that layer class ``cls`` (a subclass of ``stock``, one of Conv2d, Linear,
+    BatchNorm1d/2d) computes exactly what ``stock`` computes, although it overrides some of its
+    methods, so the ``"hooks"`` strategy may use ``stock``'s per-sample rule for it. Returns ``cls``."""
+    if stock not in _STOCK or not (isinstance(cls, type) and issubclass(cls, stock)):
+        raise TypeError(f"register_equivalent({cls!r}, {stock!r}): cls must subclass one of "
+                        f"{[t.__name__ for t in _STOCK]}")
+    _EQUIVALENT[cls] = stock
+    return cls
+
+
+def _stock_layer(module: nn.Module) -> type | None:
+    """The stock layer class whose per-sample rule is exact for ``module``, or None."""
+    cls = type(module)
+    if cls in _STOCK or cls in _EQUIVALENT:
+        return _EQUIVALENT.get(cls, cls)
+    stock = next((t for t in _STOCK if isinstance(module, t)), None)
+    if stock is None:
+        return None
+    for klass in cls.__mro__[:cls.__mro__.index(stock)]:  # the subclasses between cls and the stock layer
+        changed = [k for k, v in vars(klass).items() if callable(v) and hasattr(stock, k) and k not in _HARMLESS]
+        if changed:
+            return None
+    return stock
+
+
 def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
-    """None when the ``"hooks"`` strategy handles every prunable parameter, else the reason."""
-    for name in params:
+    """None when the ``"hooks"`` strategy is exact for every prunable parameter, else the reason
+    (naming the parameter). What is only known while running is checked on the first chunk."""
+    counts: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        counts[id(p)] = counts.get(id(p), 0) + 1
+    for name, p in params.items():
         module, attr = owner(model, name)
         if attr not in ("weight", "bias"):
             return f"{name}: not a weight/bias"
-        if isinstance(module, nn.Conv2d):
+        stock = _stock_layer(module)
+        if stock is None:
+            kind = type(module).__name__
+            if any(isinstance(module, t) for t in _STOCK):
+                return (f"{name}: {kind} overrides a method of its layer (register it with "
+                        "fts_core.scoring.persample.register_equivalent if it computes the same)")
+            return f"{name}: owner {kind} not supported"
+        if counts.get(id(p), 0) > 1:
+            return f"{name}: the parameter is shared with another module"
+        if module._forward_hooks or module._forward_pre_hooks:
+            return f"{name}: {type(module).__name__} has forward hooks of its own"
+        if stock is nn.Conv2d:
             if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
                 return f"{name}: Conv2d with groups/padding_mode/string padding"
-        elif isinstance(module, nn.Linear):
-            pass
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif stock in (nn.BatchNorm1d, nn.BatchNorm2d):
             if module.training or module.running_mean is None:
                 return f"{name}: BatchNorm using batch statistics"
-        else:
-            return f"{name}: owner {type(module).__name__} not supported"
     return None
 
 
 def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str = "auto") -> str:
-    """Resolve ``strategy`` (one of :data:`STRATEGIES`) for this model/device."""
+    """Resolve ``strategy`` (one of :data:`STRATEGIES`) for this model before running: ``"hooks"``
+    where :func:`hooks_supported`, else ``"vmap"`` (which falls back to the loop on the CPU when
+    vmap cannot run the model)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown per-sample strategy {strategy!r}; allowed: {STRATEGIES}")
     if strategy != "auto":
         if strategy == "hooks" and (why := hooks_supported(model, params)) is not None:
             raise ValueError(f"strategy 'hooks' cannot handle {why}; use 'vmap' or 'loop'")
         return strategy
-    if hooks_supported(model, params) is None:
-        return "hooks"
-    return "loop" if next(iter(params.values())).device.type == "cpu" else "vmap"
+    return "hooks" if hooks_supported(model, params) is None else "vmap"
+
+
+class HooksMismatch(RuntimeError):
+    """The ``"hooks"`` strategy found on the first chunk that it would not be exact for a layer."""
 
 
 # --------------------------------------------------------------------------- public entry
@@ -125,20 +185,29 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
     names = list(params)
     plist = [params[n] for n in names]
-    g_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
-    f_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
     total = sum(int(x.shape[0]) for x, _ in batches)
-    bar = tqdm(total=total, disable=quiet, desc=f"per-sample ({chosen})", unit="sample")
-    try:
-        with requires_grad(plist):
-            if chosen == "loop":
-                _run_loop(model, plist, batches, g_sum, f_sum, temperature, bar)
-            elif chosen == "hooks":
-                _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_method, bar)
-            else:
-                _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar)
-    finally:
-        bar.close()
+    with requires_grad(plist):
+        if chosen == "hooks":
+            try:
+                g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "hooks", lambda g, f, bar: _run_hooks(
+                    model, names, batches, g, f, temperature, chunk, conv_method, bar))
+            except HooksMismatch as err:
+                if strategy == "hooks":
+                    raise ValueError(f"strategy 'hooks' is not exact here: {err}; use strategy='vmap' or 'loop' "
+                                     "(or 'auto', which picks one)") from None
+                chosen = "vmap"
+        if chosen == "vmap":
+            try:
+                g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "vmap", lambda g, f, bar: _run_vmap(
+                    model, names, batches, g, f, temperature, chunk, bar))
+            except Exception as err:  # noqa: BLE001 - vmap cannot run every model (in-place ops, .item(), ...)
+                if strategy == "vmap" or plist[0].device.type != "cpu":
+                    raise RuntimeError(f"strategy 'vmap' cannot run this model ({type(err).__name__}: {err}); "
+                                       "use strategy='loop'") from err
+                chosen = "loop"
+        if chosen == "loop":
+            g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "loop", lambda g, f, bar: _run_loop(
+                model, plist, batches, g, f, temperature, bar))
     if total == 0:
         raise ValueError("scoring data is empty")
     torch._foreach_div_(g_sum, float(total))
@@ -146,6 +215,18 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
     g_sum = [t.contiguous() for t in g_sum]
     f_sum = [t.contiguous() for t in f_sum]
     return GradStats(dict(zip(names, g_sum)), dict(zip(names, f_sum)), total, chosen)
+
+
+def _accumulated(names, plist, batches, total, quiet, label, run) -> tuple[list[Tensor], list[Tensor]]:
+    """Zeroed accumulators for Σ g_n and Σ g_n², filled by ``run(g_sum, f_sum, bar)``."""
+    g_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
+    f_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
+    bar = tqdm(total=total, disable=quiet, desc=f"per-sample ({label})", unit="sample")
+    try:
+        run(g_sum, f_sum, bar)
+    finally:
+        bar.close()
+    return g_sum, f_sum
 
 
 # --------------------------------------------------------------------------- loop
@@ -264,42 +345,72 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
     for n in names:
         module, attr = owner(model, n)
         by_module.setdefault(module, {})[attr] = index[n]
-    state: dict[str, object] = {}
+    module_names = {m: n for n, m in model.named_modules()}
+    state: dict[str, Any] = {"armed": True}
 
     def make_fwd(module: nn.Module, slots: dict[str, int]):
         def fwd(mod, inputs, output):
             if not torch.is_grad_enabled():
                 return None
-            if module in state["seen"]:  # type: ignore[operator]
-                raise RuntimeError(f"strategy 'hooks': module {type(mod).__name__} is used twice in one "
-                                   "forward; use strategy='vmap' or 'loop'")
-            state["seen"].add(module)  # type: ignore[union-attr]
+            if module in state["seen"]:
+                raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}) is called twice in one "
+                                    "forward")
+            state["seen"].add(module)
+            state["outputs"].append(output)
             saved = inputs[0].detach()
 
             def on_grad(gout: Tensor) -> None:
-                _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
-                state["fired"] += 1  # type: ignore[operator]
+                if state["armed"]:  # not during the first chunk's check, a second backward
+                    _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
 
             output.register_hook(on_grad)
             return None
         return fwd
 
     handles = [m.register_forward_hook(make_fwd(m, s)) for m, s in by_module.items()]
+    first = True
     try:
         for x, y in batches:
             for start in range(0, x.shape[0], chunk):
-                xc = x[start:start + chunk].detach().requires_grad_(True)
-                state["seen"], state["fired"] = set(), 0
+                xc = x[start:start + chunk]
+                state["seen"], state["outputs"] = set(), []
                 loss = cross_entropy_sum(model(xc), y[start:start + chunk], temperature)
-                # backward to the input only: activations' gradients, no weight gradients
-                torch.autograd.grad(loss, [xc])
-                if state["fired"] != len(by_module):
-                    raise RuntimeError("strategy 'hooks': some prunable layers got no gradient "
-                                       f"({state['fired']} of {len(by_module)}); use strategy='loop'")
+                # backward to the hooked layers' outputs only: activations' gradients, no weight
+                # gradients, and no gradient of the input (which may be integer token ids)
+                outputs = [o for o in state["outputs"] if o.requires_grad]
+                if outputs:
+                    torch.autograd.grad(loss, outputs, retain_graph=first, allow_unused=True)
+                if first:
+                    state["armed"] = False
+                    _check_first_chunk(model, by_module, module_names, state["seen"], loss, g_sum)
+                    state["armed"], first = True, False
                 bar.update(int(xc.shape[0]))
     finally:
         for h in handles:
             h.remove()
+
+
+def _check_first_chunk(model, by_module, module_names, seen, loss, g_sum) -> None:
+    """After the first chunk: Σ_n g_n from the hooks must equal autograd's gradient of the chunk's
+    summed loss for every prunable parameter (a layer that was not called must get none), else
+    :class:`HooksMismatch` naming the layer."""
+    slots = [(module, attr, i) for module, attrs in by_module.items() for attr, i in attrs.items()]
+    grads = torch.autograd.grad(loss, [getattr(m, a) for m, a, _ in slots], allow_unused=True)
+    for (module, attr, i), full in zip(slots, grads):
+        where = f"layer {module_names[module]!r} ({type(module).__name__})"
+        if full is None:
+            if module in seen and bool(g_sum[i].any()):
+                raise HooksMismatch(f"{where}: its {attr} gets per-sample gradients but no batch gradient")
+            continue
+        if module not in seen:
+            raise HooksMismatch(f"{where}: its {attr} is used without calling the layer")
+        err = float((g_sum[i] - full.reshape(g_sum[i].shape)).norm())
+        scale = float(full.norm())
+        tol = (1e-9 if full.dtype == torch.float64 else 1e-3) * scale + 1e-30
+        if err > tol:
+            raise HooksMismatch(f"{where}: its per-sample {attr} gradients do not add up to autograd's batch "
+                                f"gradient (relative difference {err / max(scale, 1e-30):.2g}); the layer or a use "
+                                "of its parameters outside the layer's call is not what the rule assumes")
 
 
 # --------------------------------------------------------------------------- vmap

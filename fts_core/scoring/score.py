@@ -43,7 +43,11 @@ def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num
     BatchNorm), ``"eval"`` (running statistics, the authors'), ``"train"`` (batch statistics;
     refused for per-sample criteria; buffers restored), ``"as_is"`` (the model's own flags).
     seed: random scores, subsets, Hutchinson probes. strategy: per-sample strategy
-    (:mod:`fts_core.scoring.persample`). prunable: None (``prunable_parameters(model)``), a
+    (:mod:`fts_core.scoring.persample`); ``"auto"`` takes the vectorised per-layer path for stock
+    Conv2d (groups 1, zero padding), Linear (any input rank) and eval-mode BatchNorm1d/2d where it
+    is exact, and for any other module, a subclass that overrides its layer's methods, a shared
+    parameter or a weight used outside its layer's call, the exact generic path (vmap, else a
+    batch-size-1 loop on the CPU). prunable: None (``prunable_parameters(model)``), a
     rule name or callable for it, or a dict name -> Parameter. quiet: False shows progress
     bars. options: the criterion's options (its record in ``CRITERIA[criterion].options``).
     """
