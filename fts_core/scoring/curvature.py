@@ -20,13 +20,19 @@ that restricted product on request.
 **Hutchinson** (:func:`hutchinson_diag`): diag(H)_P does not depend on which other parameters
 vary, so probes are drawn over the prunable parameters only (no extra variance from the rest).
 
+Double backprop runs attention under PyTorch's math kernel (the fused CPU/GPU attention kernels
+have no second derivative); an operation that torch cannot differentiate twice raises a
+``ValueError`` naming it (:func:`second_order`).
+
 Batches are processed one at a time (``H = Σ_b H_b``, exact for a model whose samples do not
 interact, i.e. BatchNorm in eval mode), so memory is one batch's double-backward graph. Each
 pass shows a tqdm bar over the samples unless ``quiet``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +47,30 @@ from fts_core.scoring.gradients import (
     zeros_for_none,
 )
 
-__all__ = ["hessian_vector_product", "grasp_hg", "hutchinson_diag", "rademacher_like", "trainable_parameters"]
+__all__ = ["hessian_vector_product", "grasp_hg", "hutchinson_diag", "rademacher_like", "trainable_parameters",
+           "second_order"]
+
+_NO_DOUBLE_BACKWARD = re.compile(r"derivative for (\S+) is not implemented")
+
+
+@contextlib.contextmanager
+def second_order(what: str) -> Iterator[None]:
+    """Where ``what`` (e.g. "GraSP") differentiates twice: attention on the math kernel, and an
+    operation without a second derivative reported by name (``ValueError``), not as torch's error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    except (RuntimeError, NotImplementedError) as err:
+        found = _NO_DOUBLE_BACKWARD.search(str(err))
+        if found is None:
+            raise
+        op = found.group(1).rstrip(".")
+        raise ValueError(f"{what} needs second derivatives, but torch has no derivative of {op} (the backward "
+                         f"of an operation in this model, e.g. an activation such as Hardsigmoid/Hardswish); "
+                         "use a first-order criterion (fts, snip, fisher_pruning, ...) or replace that "
+                         "operation") from None
 
 
 def _num_samples(batches: Batches) -> int:
@@ -65,7 +94,8 @@ def hessian_vector_product(model: nn.Module, params: dict[str, Tensor], batches:
         dot = sum((g * vector[n].detach()).sum() for n, g in zip(params, grads) if g is not None)
         return torch.autograd.grad(dot, plist, allow_unused=True)
 
-    return mean_over_batches(params, batches, batch_sum, quiet=quiet, desc=desc)
+    with second_order(desc):
+        return mean_over_batches(params, batches, batch_sum, quiet=quiet, desc=desc)
 
 
 def grasp_hg(model: nn.Module, params: dict[str, Tensor], batches: Batches, *, temperature: float = 1.0,
@@ -109,8 +139,8 @@ def hutchinson_diag(model: nn.Module, params: dict[str, Tensor], batches: Batche
     gen.manual_seed(int(seed))
     acc = [torch.zeros_like(p) for p in plist]
     total = 0
-    with requires_grad(plist), tqdm(total=_num_samples(batches), disable=quiet, desc=f"hutchinson ({probes} probes)",
-                                    unit="sample") as bar:
+    with requires_grad(plist), second_order("the Hutchinson Hessian diagonal"), \
+            tqdm(total=_num_samples(batches), disable=quiet, desc=f"hutchinson ({probes} probes)", unit="sample") as bar:
         for x, y in batches:
             grads = torch.autograd.grad(cross_entropy_sum(model(x), y, temperature), plist, create_graph=True)
             for k in range(probes):
