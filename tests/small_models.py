@@ -28,3 +28,35 @@ def image_batches(name: str, n: int, first: int, dtype: torch.dtype = torch.floa
     x = torch.randn(n, 3, size, size, generator=g, dtype=dtype)
     y = torch.randint(0, 10, (n,), generator=g)
     return [(x[:first], y[:first]), (x[first:], y[first:])]
+
+
+class EveryKind(nn.Module):
+    """One layer of every kind the "all_weights" rule selects, on integer token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(13, 8)
+        self.bag = nn.EmbeddingBag(13, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.deconv = nn.ConvTranspose1d(8, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.gru_cell = nn.GRUCell(8, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.bil = nn.Bilinear(8, 8, 8)
+        self.linear = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        h = self.deconv(self.conv(h.transpose(1, 2))).transpose(1, 2)
+        h, _ = self.lstm(self.norm(h))
+        h = self.attn(h, h, h, need_weights=False)[0]
+        last = self.gru_cell(h[:, -1])
+        return self.linear(self.bil(last, self.bag(ids)))
+
+
+
+def every_kind_model(dtype=torch.float32) -> nn.Module:
+    """:class:`EveryKind` with seed-0 weights, in eval mode."""
+    torch.manual_seed(0)
+    return EveryKind().to(dtype).eval()

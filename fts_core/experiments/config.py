@@ -62,7 +62,7 @@ class RunConfig:
     criterion: str = "fts"
     sparsity: float = 0.9
     scope: str = "global"
-    prunable: str = "default"  # masks.prunable_parameters rule: "default" | "authors"
+    prunable: str = "default"  # masks.prunable_parameters rule: "default" | "authors" | "all_weights"
     rounding: str = "nearest"  # masks.make_masks rule: "nearest" | "authors" (their top-k, NaN first)
     # seeds: init + scoring sample + training order (seed); train/val split (split_seed)
     seed: int = 0

@@ -14,8 +14,16 @@ import torch
 __all__ = ["PRUNABLE_RULES", "prunable_parameters", "check_masks", "owner"]
 
 Rule = Union[str, Callable[[str, nn.Parameter, nn.Module], bool]]
-PRUNABLE_RULES = ("default", "authors")
+PRUNABLE_RULES = ("default", "authors", "all_weights")
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: rule "all_weights": the weight matrices (or tensors) of these layers, by attribute name
+_ALL_WEIGHTS: tuple[tuple[type, Callable[[str], bool]], ...] = (
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+      nn.Bilinear, nn.Embedding, nn.EmbeddingBag), lambda attr: attr == "weight"),
+    ((nn.RNNBase, nn.RNNCellBase), lambda attr: attr.startswith(("weight_ih", "weight_hh"))),
+    ((nn.MultiheadAttention,), lambda attr: attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight",
+                                                       "v_proj_weight")),
+)
 
 
 def _final_classifier(model: nn.Module) -> str | None:
@@ -43,6 +51,12 @@ def prunable_parameters(model: nn.Module, rule: Rule = "default") -> dict[str, n
         applied to the authors' naming: a BatchNorm parameter counts as named ``bn`` unless it
         sits under a module named ``shortcut``. This reproduces their prunable sets:
         ResNet18 23 tensors / 11,160,128 weights, VGG19 16 tensors / 20,018,880 (width 1).
+      - ``"all_weights"``: every weight a user may want to prune, the classifier included:
+        the ``weight`` of Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear, Bilinear, Embedding and
+        EmbeddingBag; the input and recurrent weights (``weight_ih*``, ``weight_hh*``) of RNN,
+        LSTM and GRU and their cells; the attention projections of MultiheadAttention
+        (``in_proj_weight`` or ``q/k/v_proj_weight``, and ``out_proj``, a Linear). Biases,
+        normalisation layers and positional parameters stay dense.
       - a callable ``(name, param, module) -> bool``.
 
     Raises ValueError for an unknown rule or when no parameter is prunable.
@@ -67,6 +81,10 @@ def prunable_parameters(model: nn.Module, rule: Rule = "default") -> dict[str, n
                 and module.weight is p
                 and mname != classifier
             )
+    elif rule == "all_weights":
+        def keep(n: str, p: nn.Parameter) -> bool:
+            attr = n.rpartition(".")[2]
+            return any(isinstance(owners[n], kinds) and wanted(attr) for kinds, wanted in _ALL_WEIGHTS)
     elif rule == "authors":
         def keep(n: str, p: nn.Parameter) -> bool:
             bn_named = isinstance(owners[n], nn.modules.batchnorm._BatchNorm) and "shortcut" not in n

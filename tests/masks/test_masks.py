@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import fts_core
+from small_models import every_kind_model  # tests/small_models.py
 from fts_core.masks.ablations import invert_scores, reinit_kept, shuffle_masks
 from fts_core.masks import (
     apply_masks,
@@ -514,3 +515,25 @@ def test_deepcopy_does_not_carry_hooks_and_copy_operations_leave_the_original_en
     assert (model.fc.weight.grad[~masks["fc.weight"]] == 0).all()
     twin(X).sum().backward()
     assert (twin.fc.weight.grad[~masks["fc.weight"]] == 0).all()
+
+
+def test_all_weights_rule_selects_every_weight_matrix_and_masks_hold_in_training():
+    torch.manual_seed(0)
+    model = every_kind_model()
+    params = prunable_parameters(model, "all_weights")
+    assert set(params) == {
+        "emb.weight", "bag.weight", "conv.weight", "deconv.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0",
+        "gru_cell.weight_ih", "gru_cell.weight_hh", "attn.in_proj_weight", "attn.out_proj.weight", "bil.weight",
+        "linear.weight"}
+    assert set(prunable_parameters(model)) == {"conv.weight", "attn.out_proj.weight"}  # the default rule
+    ids, y = torch.randint(0, 13, (6, 5)), torch.randint(0, 3, (6,))
+    scores = fts_core.score("fts", model, [(ids, y)], prunable="all_weights")
+    masks = fts_core.make_masks(scores, 0.8)
+    fts_core.apply_masks(model, masks)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(ids), y).backward()
+        opt.step()
+    for name, keep in masks.items():
+        assert not params[name][~keep].any(), name

@@ -220,3 +220,14 @@ def test_integer_token_inputs_take_the_fast_path_exactly():
     gen = torch.Generator().manual_seed(2)
     batches = [(torch.randint(0, 11, (6, 7), generator=gen), torch.randint(0, 3, (6,), generator=gen))]
     assert _exact(model, batches) == "hooks"
+
+
+def test_every_layer_kind_a_user_may_prune_is_scored_exactly():
+    """Embedding(Bag), Conv1d, ConvTranspose1d, LSTM, GRUCell, attention projections, Bilinear,
+    Linear (rule "all_weights") on token ids: the generic path, equal to the float64 reference."""
+    from small_models import every_kind_model  # tests/small_models.py
+
+    model = every_kind_model(D)
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.randint(0, 13, (5, 4), generator=gen), torch.randint(0, 3, (5,), generator=gen))]
+    assert _exact(model, batches, params=prunable_parameters(model, "all_weights")) in ("vmap", "loop")
