@@ -23,9 +23,10 @@ Strategies (all exact; the tests check that they agree to float64 round-off):
     from the batched tensors, reduced while it is in cache; for few output positions ``unfold``
     once and one ``mm`` per sample into a reused buffer). ``"auto"`` picks grouped on accelerators
     and for small layers (at most :data:`CPU_GROUPED_MAX_WEIGHTS` weights) on the CPU, per_sample
-    for larger CPU layers. Linear: an outer product; eval-mode BatchNorm scales: ``Σ ∂out ⊙ x̂``.
-    Supported prunable owners: Conv2d (groups 1, zero padding), Linear, BatchNorm1d/2d in eval
-    mode. The path is used for a module only where it is exact (:func:`hooks_supported`): the
+    for larger CPU layers (groups 1). Every other layer type by its rule in
+    :data:`fts_core.scoring.layer_rules.RULES`: Linear on inputs of any rank, Conv1d/2d/3d with
+    any groups, stride, dilation, padding and padding mode, ConvTranspose1d/2d/3d, eval-mode
+    BatchNorm1d/2d/3d, LayerNorm, GroupNorm and Embedding. The path is used for a module only where it is exact (:func:`hooks_supported`): the
     stock layer's own computation (a subclass that overrides a method of the layer counts only
     when :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
     parameter shared between modules; and, checked on the first chunk, each such module called
@@ -59,6 +60,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from fts_core.masks.prunable import owner
+from fts_core.scoring.layer_rules import RULES, padded_input
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
@@ -91,12 +93,12 @@ _HARMLESS = frozenset({"__init__", "__repr__", "extra_repr", "reset_parameters",
                        "__setstate__", "_save_to_state_dict"})
 #: subclass -> the stock layer it computes exactly (see :func:`register_equivalent`)
 _EQUIVALENT: dict[type, type] = {}
-_STOCK = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+_STOCK = tuple(RULES)
 
 
 def register_equivalent(cls: type, stock: type) -> type:
-    """Declare that layer class ``cls`` (a subclass of ``stock``, one of Conv2d, Linear,
-    BatchNorm1d/2d) computes exactly what ``stock`` computes, although it overrides some of its
+    """Declare that layer class ``cls`` (a subclass of ``stock``, a layer type of
+    :data:`fts_core.scoring.layer_rules.RULES`) computes exactly what ``stock`` computes, although it overrides some of its
     methods, so the ``"hooks"`` strategy may use ``stock``'s per-sample rule for it. Returns ``cls``."""
     if stock not in _STOCK or not (isinstance(cls, type) and issubclass(cls, stock)):
         raise TypeError(f"register_equivalent({cls!r}, {stock!r}): cls must subclass one of "
@@ -110,7 +112,7 @@ def _stock_layer(module: nn.Module) -> type | None:
     cls = type(module)
     if cls in _STOCK or cls in _EQUIVALENT:
         return _EQUIVALENT.get(cls, cls)
-    stock = next((t for t in _STOCK if isinstance(module, t)), None)
+    stock = next((t for t in cls.__mro__ if t in RULES), None)
     if stock is None:
         return None
     for klass in cls.__mro__[:cls.__mro__.index(stock)]:  # the subclasses between cls and the stock layer
@@ -141,12 +143,8 @@ def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
             return f"{name}: the parameter is shared with another module"
         if module._forward_hooks or module._forward_pre_hooks:
             return f"{name}: {type(module).__name__} has forward hooks of its own"
-        if stock is nn.Conv2d:
-            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
-                return f"{name}: Conv2d with groups/padding_mode/string padding"
-        elif stock in (nn.BatchNorm1d, nn.BatchNorm2d):
-            if module.training or module.running_mean is None:
-                return f"{name}: BatchNorm using batch statistics"
+        if (why := RULES[stock].check(module)) is not None:
+            return f"{name}: {why}"
     return None
 
 
@@ -260,53 +258,15 @@ def conv_method_for(module: nn.Conv2d, device: torch.device, conv_method: str = 
     return "grouped"
 
 
-def _conv_weight_grad(module: nn.Conv2d, inp: Tensor, gout: Tensor, groups: int = 1) -> Tensor:
-    """``∂ℓ/∂W`` of ``module`` from its input and output-gradient (``groups`` samples folded)."""
-    shape = (module.weight.shape[0] * groups, *module.weight.shape[1:])
-    return torch.nn.grad.conv2d_weight(inp, shape, gout, stride=module.stride, padding=module.padding,
-                                       dilation=module.dilation, groups=groups)
-
-
-def _per_sample_grads(module: nn.Module, inp: Tensor, gout: Tensor, attrs: set[str]) -> dict[str, Tensor]:
-    """Per-sample gradients ``{attr: (B, *param.shape)}`` of one module from input and output-grad
-    (Conv2d weights: the ``"grouped"`` method)."""
-    b = inp.shape[0]
-    out: dict[str, Tensor] = {}
-    if isinstance(module, nn.Conv2d):
-        if "weight" in attrs:  # the samples as the groups of one convolution
-            w = _conv_weight_grad(module, inp.reshape(1, -1, *inp.shape[2:]), gout.reshape(1, -1, *gout.shape[2:]),
-                                  groups=b)
-            out["weight"] = w.view(b, *module.weight.shape)
-        if "bias" in attrs:
-            out["bias"] = gout.sum(dim=(2, 3))
-    elif isinstance(module, nn.Linear):
-        x2 = inp.reshape(b, -1, inp.shape[-1])
-        g2 = gout.reshape(b, -1, gout.shape[-1])
-        if "weight" in attrs:
-            out["weight"] = torch.bmm(g2.transpose(1, 2), x2)
-        if "bias" in attrs:
-            out["bias"] = g2.sum(1)
-    else:  # BatchNorm1d/2d, eval mode: y = x̂ γ + β with x̂ from running statistics
-        shape = [1, -1] + [1] * (inp.dim() - 2)
-        xhat = (inp - module.running_mean.view(shape)) * torch.rsqrt(module.running_var.view(shape) + module.eps)
-        dims = tuple(range(2, inp.dim()))
-        if "weight" in attrs:
-            prod = gout * xhat
-            out["weight"] = prod.sum(dims) if dims else prod
-        if "bias" in attrs:
-            out["bias"] = gout.sum(dims) if dims else gout
-    return out
-
-
 def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g: Tensor, f: Tensor) -> None:
     """``g += Σ_n ∂ℓ_n/∂W``, ``f += Σ_n (∂ℓ_n/∂W)²`` one sample at a time from the chunk's saved
-    input (B, Cin, H, W) and output-gradient (B, Cout, H', W'). Few output positions
-    (≤ :data:`CPU_MM_MAX_POSITIONS`): ``unfold`` once, then per sample one ``mm`` into a reused
-    buffer (no allocation per sample); else the library's weight-gradient per sample."""
+    input (B, Cin, H, W) and output-gradient (B, Cout, H', W') of a Conv2d with groups 1. Few
+    output positions (≤ :data:`CPU_MM_MAX_POSITIONS`): ``unfold`` once, then per sample one ``mm``
+    into a reused buffer (no allocation per sample); else the library's weight-gradient per sample."""
+    x = padded_input(module, inp)
     cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
     if positions <= CPU_MM_MAX_POSITIONS:
-        cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                        stride=module.stride)  # (B, Cin*kh*kw, L)
+        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)  # (B, Cin*kh*kw, L)
         go = gout.reshape(gout.shape[0], cout, positions)
         g2, f2 = g.view(cout, -1), f.view(cout, -1)
         w = torch.empty_like(g2)
@@ -316,7 +276,8 @@ def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g:
             f2.addcmul_(w, w)
         return
     for n in range(inp.shape[0]):  # one sample's weight-gradient at a time, reduced while cached
-        w = _conv_weight_grad(module, inp[n:n + 1], gout[n:n + 1])
+        w = torch.nn.grad.conv2d_weight(x[n:n + 1], module.weight.shape, gout[n:n + 1], stride=module.stride,
+                                        padding=0, dilation=module.dilation)
         g.add_(w)
         f.addcmul_(w, w)
 
@@ -324,19 +285,15 @@ def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g:
 def _accumulate(module: nn.Module, inp: Tensor, gout: Tensor, slots: dict[str, int],
                 g_sum: list[Tensor], f_sum: list[Tensor], conv_method: str) -> None:
     """Add one chunk's Σ_n g_n and Σ_n g_n² of ``module``'s prunable parameters (``slots``:
-    attribute -> accumulator index) to ``g_sum``/``f_sum``."""
+    attribute -> accumulator index) to ``g_sum``/``f_sum``, by the layer's rule."""
     rest = dict(slots)
-    if (isinstance(module, nn.Conv2d) and "weight" in slots
+    if (isinstance(module, nn.Conv2d) and module.groups == 1 and "weight" in slots
             and conv_method_for(module, inp.device, conv_method) == "per_sample"):
         i = rest.pop("weight")
         _accumulate_conv_per_sample(module, inp, gout, g_sum[i], f_sum[i])
-    if not rest:
-        return
-    per = _per_sample_grads(module, inp, gout, set(rest))
-    for attr, i in rest.items():
-        gs = per[attr]
-        g_sum[i].add_(gs.sum(0).view_as(g_sum[i]))
-        f_sum[i].add_(gs.square().sum(0).view_as(f_sum[i]))
+    if rest:
+        RULES[_stock_layer(module)].accumulate(module, inp, gout, {a: g_sum[i] for a, i in rest.items()},
+                                               {a: f_sum[i] for a, i in rest.items()})
 
 
 def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_method, bar) -> None:

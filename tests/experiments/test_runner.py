@@ -178,14 +178,19 @@ def test_hooks_strategy_on_layers_it_cannot_handle_fails_up_front(tmp_path, monk
 
     from fts_core.setup.models import MODELS
 
+    class Standardized(nn.Conv2d):  # transforms its weight before convolving: no exact per-layer rule
+        def forward(self, x):
+            w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+            return nn.functional.conv2d(x, w, self.bias)
+
     def grouped(num_classes=10, in_channels=3, width=1.0):
         return nn.Sequential(collections.OrderedDict(
-            conv=nn.Conv2d(in_channels, 4, 3, groups=1), grouped=nn.Conv2d(4, 4, 3, groups=2),
+            conv=nn.Conv2d(in_channels, 4, 3, groups=1), grouped=Standardized(4, 4, 3),
             pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), linear=nn.Linear(4, num_classes)))
 
     monkeypatch.setitem(MODELS, "test_grouped_cnn", grouped)
     out = tmp_path / "runs"
-    with pytest.raises(ValueError, match=r"strategy='hooks' cannot handle grouped.weight: Conv2d with groups"):
+    with pytest.raises(ValueError, match=r"strategy='hooks' cannot handle grouped.weight: Standardized overrides"):
         run({**TINY, "model": "test_grouped_cnn", "strategy": "hooks", "out_dir": str(out)})
     assert not out.exists()
 

@@ -142,7 +142,7 @@ def test_auto_strategy_per_device():
     meta = build_model("resnet18", width=0.5).to("meta").eval()  # stands in for a GPU
     assert choose_strategy(meta, prunable_parameters(meta)) == "hooks"  # never a per-sample loop
     # an unsupported owner on an accelerator falls back to vmap, never to the loop
-    m = nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(2))
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.PReLU(4), nn.Flatten(), nn.LazyLinear(2))  # no PReLU rule
     m = m.to("meta")
     p = {"1.weight": m[1].weight}
     assert hooks_supported(m, p) is not None
