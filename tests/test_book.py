@@ -161,7 +161,7 @@ def test_one_page_per_toc_entry_and_every_chapter_shows_figures(book):
     for name in toc_files():
         assert (book.html / f"{name}.html").is_file(), f"no page for {name}"
     chapters = chapter_notebooks()
-    assert len(chapters) == 4, chapters
+    assert len(chapters) == 5, chapters
     for name in chapters:
         imgs = tags_of(book.html / f"{name}.html").imgs
         figures = [i for i in imgs if "_images/" in i.get("src", "")]
