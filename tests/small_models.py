@@ -60,3 +60,15 @@ def every_kind_model(dtype=torch.float32) -> nn.Module:
     """:class:`EveryKind` with seed-0 weights, in eval mode."""
     torch.manual_seed(0)
     return EveryKind().to(dtype).eval()
+
+
+class Attention(nn.Module):
+    """Self-attention over a token dimension (nn.MultiheadAttention), mean-pooled, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))

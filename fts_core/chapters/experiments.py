@@ -219,18 +219,23 @@ def remedy_table(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # ---------------------------------------------------------------------- the paper's claims
+OPEN = "not resolved by these runs"
+
+
+def _intervals(d: pd.DataFrame, key: str = "sparsity") -> str:
+    """``"90 %: +1.1 [+0.7, +1.6]; ..."`` (points) of paired differences."""
+    return "; ".join(f"{100 * getattr(r, key):g} %: {100 * r.mean:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
+                     for r in d.itertuples())
+
+
 def _verdict_better(diffs: pd.DataFrame, other: str, sparsities: list[float]) -> tuple[str, str]:
     """'FTS is better than ``other`` at each of ``sparsities``' against paired differences."""
     d = diffs[(diffs["other"] == other) & diffs["sparsity"].isin(sparsities)]
     if d.empty:
-        return "not resolved by these runs", "not in this grid"
-    evidence = "; ".join(f"{100 * r.sparsity:g} %: {100 * r.mean:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
-                         for r in d.itertuples())
+        return OPEN, "not in this grid"
     if (d["sign"] < 0).any():
-        return "contradicted", evidence
-    if len(d) == len(sparsities) and (d["sign"] > 0).all():
-        return "supported", evidence
-    return "not resolved by these runs", evidence
+        return "contradicted", _intervals(d)
+    return ("supported" if len(d) == len(sparsities) and (d["sign"] > 0).all() else OPEN), _intervals(d)
 
 
 def _verdict_not_worse(diffs: pd.DataFrame, other: str) -> tuple[str, str]:
@@ -238,26 +243,22 @@ def _verdict_not_worse(diffs: pd.DataFrame, other: str) -> tuple[str, str]:
     interval's low end is above −margin, contradicted when one is resolved below zero."""
     d = diffs[diffs["other"] == other]
     if d.empty:
-        return "not resolved by these runs", "not in this grid"
-    evidence = "; ".join(f"{100 * r.sparsity:g} %: {100 * r.mean:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]"
-                         for r in d.itertuples())
+        return OPEN, "not in this grid"
     if (d["sign"] < 0).any():
-        return "contradicted", evidence
-    if (100 * d["low"] > -RESOLVE_POINTS).all():
-        return "supported", evidence
-    return "not resolved by these runs", evidence
+        return "contradicted", _intervals(d)
+    return ("supported" if (100 * d["low"] > -RESOLVE_POINTS).all() else OPEN), _intervals(d)
 
 
 def _verdict_remedy_collapse(effects: pd.DataFrame, kind: str) -> tuple[str, str]:
     """'Scoring after the remedy ``kind`` avoids the layer collapse seen at init'."""
     e = effects[effects["kind"] == kind] if len(effects) else effects
     if e.empty:
-        return "not resolved by these runs", "no such runs"
+        return OPEN, "no such runs"
     evidence = "; ".join(f"{R.label(r.criterion)} {100 * r.sparsity:g} %: {r.empty_runs_init} runs at init, "
                          f"{r.empty_runs} after" for r in e.itertuples())
     collapsed = e[e["empty_runs_init"] > 0]
     if collapsed.empty:
-        return "not resolved by these runs", evidence + " (no collapse at init to remedy)"
+        return OPEN, evidence + " (no collapse at init to remedy)"
     if (collapsed["empty_runs"] > 0).any():
         return "contradicted", evidence
     return "supported", evidence
@@ -267,14 +268,14 @@ def _verdict_remedy_accuracy(effects: pd.DataFrame, kind: str) -> tuple[str, str
     """'Scoring after the remedy ``kind`` raises accuracy where scoring at init collapsed'."""
     e = effects[(effects["kind"] == kind) & (effects["empty_runs_init"] > 0)] if len(effects) else effects
     if e.empty:
-        return "not resolved by these runs", "no collapse at init to remedy"
+        return OPEN, "no collapse at init to remedy"
     evidence = "; ".join(f"{R.label(r.criterion)} {100 * r.sparsity:g} %: {100 * r.mean:+.1f} "
                          f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]" for r in e.itertuples())
     if ((e["resolved"]) & (e["mean"] < 0)).any():
         return "contradicted", evidence
     if (e["resolved"] & (e["mean"] > 0)).all():
         return "supported", evidence
-    return "not resolved by these runs", evidence
+    return OPEN, evidence
 
 
 def _verdict_collapse_at_init(grid: Grid) -> tuple[str, str]:
@@ -282,7 +283,7 @@ def _verdict_collapse_at_init(grid: Grid) -> tuple[str, str]:
     m = grid.main[grid.main["sparsity"] >= 0.98]
     m = m[m["criterion"].map(lambda c: CRITERIA[c].needs_data if c in CRITERIA else False)]
     if m.empty:
-        return "not resolved by these runs", "no data-dependent criterion at 98 % or above"
+        return OPEN, "no data-dependent criterion at 98 % or above"
     hit = m[m["collapsed_layers"].map(len) > 0]
     evidence = (", ".join(f"{R.label(c)} {100 * s:g} % ({len(g)} of "
                           f"{len(m[(m.criterion == c) & (m.sparsity == s)])} runs)"

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from small_models import Attention  # tests/small_models.py
+
 from fts_core.masks import prunable_parameters
 from fts_core.scoring.persample import hooks_supported, per_sample_stats, register_equivalent
 
@@ -117,16 +119,6 @@ def test_a_weight_used_outside_its_layer_is_caught_on_the_first_chunk():
     assert _exact(model, _vectors(), params=params) in ("vmap", "loop")
     with pytest.raises(ValueError, match="'fc'.*do not add up"):
         per_sample_stats(model, params, _vectors(), strategy="hooks")
-
-
-class Attention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
 
 
 def test_multihead_attention_output_projection_is_not_misdiagnosed():

@@ -7,21 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from small_models import Attention  # tests/small_models.py
+
 import fts_core
 from fts_core.scoring.curvature import hessian_vector_product
 
 torch.set_num_threads(1)
 D = torch.float64
-
-
-class Attention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
 
 
 def _mean_grad(model, params, x, y):
