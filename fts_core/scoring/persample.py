@@ -26,8 +26,8 @@ Strategies (all exact; the tests check that they agree to float64 round-off):
     for larger CPU layers (groups 1). Every other layer type by its rule in
     :data:`fts_core.scoring.layer_rules.RULES`: Linear on inputs of any rank, Conv1d/2d/3d with
     any groups, stride, dilation, padding and padding mode, ConvTranspose1d/2d/3d, eval-mode
-    BatchNorm1d/2d/3d, LayerNorm, GroupNorm and Embedding. The path is used for a module only where it is exact (:func:`hooks_supported`): the
-    stock layer's own computation (a subclass that overrides a method of the layer counts only
+    BatchNorm1d/2d/3d, LayerNorm, GroupNorm and Embedding. The path is used for a module only
+    where it is exact (:func:`hooks_supported`): the stock layer's own computation (a subclass that overrides a method of the layer counts only
     when :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
     parameter shared between modules; and, checked on the first chunk, each such module called
     once per forward and the per-sample gradients summing to autograd's batch gradient (so a
@@ -93,16 +93,15 @@ _HARMLESS = frozenset({"__init__", "__repr__", "extra_repr", "reset_parameters",
                        "__setstate__", "_save_to_state_dict"})
 #: subclass -> the stock layer it computes exactly (see :func:`register_equivalent`)
 _EQUIVALENT: dict[type, type] = {}
-_STOCK = tuple(RULES)
 
 
 def register_equivalent(cls: type, stock: type) -> type:
     """Declare that layer class ``cls`` (a subclass of ``stock``, a layer type of
     :data:`fts_core.scoring.layer_rules.RULES`) computes exactly what ``stock`` computes, although it overrides some of its
     methods, so the ``"hooks"`` strategy may use ``stock``'s per-sample rule for it. Returns ``cls``."""
-    if stock not in _STOCK or not (isinstance(cls, type) and issubclass(cls, stock)):
+    if stock not in RULES or not (isinstance(cls, type) and issubclass(cls, stock)):
         raise TypeError(f"register_equivalent({cls!r}, {stock!r}): cls must subclass one of "
-                        f"{[t.__name__ for t in _STOCK]}")
+                        f"{[t.__name__ for t in RULES]}")
     _EQUIVALENT[cls] = stock
     return cls
 
@@ -110,7 +109,7 @@ def register_equivalent(cls: type, stock: type) -> type:
 def _stock_layer(module: nn.Module) -> type | None:
     """The stock layer class whose per-sample rule is exact for ``module``, or None."""
     cls = type(module)
-    if cls in _STOCK or cls in _EQUIVALENT:
+    if cls in RULES or cls in _EQUIVALENT:
         return _EQUIVALENT.get(cls, cls)
     stock = next((t for t in cls.__mro__ if t in RULES), None)
     if stock is None:
@@ -135,7 +134,7 @@ def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
         stock = _stock_layer(module)
         if stock is None:
             kind = type(module).__name__
-            if any(isinstance(module, t) for t in _STOCK):
+            if any(isinstance(module, t) for t in RULES):
                 return (f"{name}: {kind} overrides a method of its layer (register it with "
                         "fts_core.scoring.persample.register_equivalent if it computes the same)")
             return f"{name}: owner {kind} not supported"
@@ -187,7 +186,7 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
     with requires_grad(plist):
         if chosen == "hooks":
             try:
-                g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "hooks", lambda g, f, bar: _run_hooks(
+                g_sum, f_sum = _accumulated(plist, total, quiet, "hooks", lambda g, f, bar: _run_hooks(
                     model, names, batches, g, f, temperature, chunk, conv_method, bar))
             except HooksMismatch as err:
                 if strategy == "hooks":
@@ -196,7 +195,7 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
                 chosen = "vmap"
         if chosen == "vmap":
             try:
-                g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "vmap", lambda g, f, bar: _run_vmap(
+                g_sum, f_sum = _accumulated(plist, total, quiet, "vmap", lambda g, f, bar: _run_vmap(
                     model, names, batches, g, f, temperature, chunk, bar))
             except Exception as err:  # noqa: BLE001 - vmap cannot run every model (in-place ops, .item(), ...)
                 if strategy == "vmap" or plist[0].device.type != "cpu":
@@ -204,7 +203,7 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
                                        "use strategy='loop'") from err
                 chosen = "loop"
         if chosen == "loop":
-            g_sum, f_sum = _accumulated(names, plist, batches, total, quiet, "loop", lambda g, f, bar: _run_loop(
+            g_sum, f_sum = _accumulated(plist, total, quiet, "loop", lambda g, f, bar: _run_loop(
                 model, plist, batches, g, f, temperature, bar))
     if total == 0:
         raise ValueError("scoring data is empty")
@@ -215,7 +214,7 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
     return GradStats(dict(zip(names, g_sum)), dict(zip(names, f_sum)), total, chosen)
 
 
-def _accumulated(names, plist, batches, total, quiet, label, run) -> tuple[list[Tensor], list[Tensor]]:
+def _accumulated(plist, total, quiet, label, run) -> tuple[list[Tensor], list[Tensor]]:
     """Zeroed accumulators for Σ g_n and Σ g_n², filled by ``run(g_sum, f_sum, bar)``."""
     g_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
     f_sum = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in plist]
