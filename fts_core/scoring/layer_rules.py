@@ -6,20 +6,30 @@ input and output-gradient for a chunk of samples.
     RULES[type(module)].accumulate(module, inp, gout, g, f)   # g[attr] += Σ_n g_n, f[attr] += Σ_n g_n²
 
 ``inp`` is the layer's first input (B, ...), ``gout`` the gradient of the summed loss w.r.t. its
-output; ``g``/``f`` map the attributes to score (``"weight"``, ``"bias"``) to accumulators shaped
-like the parameters. Adding a layer type = one entry of :data:`RULES` and its test against
-autograd (``tests/scoring/test_layer_rules.py``).
+(first) output; ``g``/``f`` map the attributes to score (``"weight"``, ``"bias"``) to accumulators
+shaped like the parameters. A rule with ``whole_call`` gets ``inp = (args, kwargs)`` of the call
+instead and owns the parameters of the module's children too (``"out_proj.weight"`` of
+MultiheadAttention, which its forward uses without calling ``out_proj``). A rule raises
+:class:`NotExact` when a call is one it cannot handle exactly. Adding a layer type = one entry of
+:data:`RULES` and its test against autograd (``tests/scoring/test_layer_rules.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["LayerRule", "RULES"]
+__all__ = ["LayerRule", "RULES", "NotExact"]
+
+
+class NotExact(RuntimeError):
+    """A layer's rule met a call it does not handle exactly (found while running)."""
 
 Grads = Callable[[nn.Module, Tensor, Tensor, set], dict]
 
@@ -29,7 +39,8 @@ class LayerRule:
     """``check(module) -> str | None`` and ``accumulate(module, inp, gout, g, f)`` of one layer type."""
 
     check: Callable[[nn.Module], str | None]
-    accumulate: Callable[[nn.Module, Tensor, Tensor, dict, dict], None]
+    accumulate: Callable[[nn.Module, Any, Tensor, dict, dict], None]
+    whole_call: bool = False
 
 
 def _from_per_sample(grads: Grads) -> Callable[[nn.Module, Tensor, Tensor, dict, dict], None]:
@@ -46,6 +57,20 @@ def _ok(module: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------- Linear (any input rank)
+def _linear_accumulate(module: nn.Linear, inp: Tensor, gout: Tensor, g: dict, f: dict) -> None:
+    """One token per sample (B, in): g_n = go_n x_nᵀ is an outer product, so Σ_n g_n = goᵀx and
+    Σ_n g_n² = (go²)ᵀ(x²), two matrix products and no (B, out, in) tensor. Tokens: per sample."""
+    if inp.dim() > 2 and inp[0].numel() != inp.shape[-1]:
+        return _linear_per_sample(module, inp, gout, g, f)
+    x, go = inp.reshape(-1, inp.shape[-1]), gout.reshape(-1, gout.shape[-1])
+    if "weight" in g:
+        g["weight"].addmm_(go.t(), x)
+        f["weight"].addmm_(go.square().t(), x.square())
+    if "bias" in g:
+        g["bias"].add_(go.sum(0))
+        f["bias"].add_(go.square().sum(0))
+
+
 def _linear(module: nn.Linear, inp: Tensor, gout: Tensor, attrs: set) -> dict:
     b = inp.shape[0]
     x, go = inp.reshape(b, -1, inp.shape[-1]), gout.reshape(b, -1, gout.shape[-1])  # tokens summed per sample
@@ -81,9 +106,20 @@ def samples_as_groups(inp: Tensor, gout: Tensor, weight_shape: torch.Size, strid
     return w.view(b, *weight_shape)
 
 
+def pointwise_per_sample(inp: Tensor, gout: Tensor, stride) -> Tensor:
+    """Per-sample weight-gradients (B, Cout, Cin) of a 1x1 convolution with groups 1 and padding 0
+    (a Linear over the output positions): one batched matrix product."""
+    index = (slice(None), slice(None)) + tuple(slice(0, n * s, s) for n, s in zip(gout.shape[2:], stride))
+    x = inp[index]
+    b = inp.shape[0]
+    return torch.bmm(gout.reshape(b, gout.shape[1], -1), x.reshape(b, x.shape[1], -1).transpose(1, 2))
+
+
 def _conv(module: nn.modules.conv._ConvNd, inp: Tensor, gout: Tensor, attrs: set) -> dict:
     out = {}
-    if "weight" in attrs:
+    if "weight" in attrs and module.groups == 1 and all(k == 1 for k in module.kernel_size):
+        out["weight"] = pointwise_per_sample(padded_input(module, inp), gout, module.stride)
+    elif "weight" in attrs:
         out["weight"] = samples_as_groups(padded_input(module, inp), gout, module.weight.shape, module.stride,
                                           module.dilation, module.groups)
     if "bias" in attrs:
@@ -173,17 +209,50 @@ def _embedding_check(module: nn.Embedding) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------- MultiheadAttention
+_MHA_SIGNATURE = inspect.signature(nn.MultiheadAttention.forward)
+
+
+def _multihead_attention(module: nn.MultiheadAttention, call: tuple, gout: Tensor, attrs: set) -> dict:
+    """Per-sample gradients of any of the module's parameters (``in_proj_weight``, ``out_proj.weight``,
+    ...): the module's own forward for one sample at a time under ``vmap(grad)``, contracted with
+    that sample's output-gradient. Exact for batched inputs with masks shared by the batch or
+    per sample (``key_padding_mask``); a per-sample-and-head ``attn_mask`` (3-D) is refused."""
+    args, kwargs = call
+    bound = _MHA_SIGNATURE.bind(module, *args, **kwargs)
+    bound.apply_defaults()
+    a = dict(bound.arguments)
+    a.pop("self")
+    query, key, value, padding = a.pop("query"), a.pop("key"), a.pop("value"), a.pop("key_padding_mask")
+    if query.dim() != 3:
+        raise NotExact("MultiheadAttention called on an unbatched input")
+    if a["attn_mask"] is not None and a["attn_mask"].dim() == 3:
+        raise NotExact("MultiheadAttention with a per-sample attn_mask (3-D)")
+    bd = 0 if module.batch_first else 1
+    params = {n: module.get_parameter(n).detach() for n in attrs}
+
+    def contracted(p, q, k, v, pad, go):
+        return (functional_call(module, p, (q, k, v), {**a, "key_padding_mask": pad})[0] * go).sum()
+
+    # only the transformed function is differentiated; attention on the math kernel, which vmap batches
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+        return vmap(grad(contracted), in_dims=(None, bd, bd, bd, None if padding is None else 0, bd))(
+            params, query, key, value, padding, gout)
+
+
+_linear_per_sample = _from_per_sample(_linear)
 _conv_rule = LayerRule(_ok, _from_per_sample(_conv))
 _conv_t_rule = LayerRule(_conv_transpose_check, _from_per_sample(_conv_transpose))
 _bn_rule = LayerRule(_batch_norm_check, _from_per_sample(_batch_norm))
 
 #: stock layer type -> its rule
 RULES: dict[type, LayerRule] = {
-    nn.Linear: LayerRule(_ok, _from_per_sample(_linear)),
+    nn.Linear: LayerRule(_ok, _linear_accumulate),
     nn.Conv1d: _conv_rule, nn.Conv2d: _conv_rule, nn.Conv3d: _conv_rule,
     nn.ConvTranspose1d: _conv_t_rule, nn.ConvTranspose2d: _conv_t_rule, nn.ConvTranspose3d: _conv_t_rule,
     nn.BatchNorm1d: _bn_rule, nn.BatchNorm2d: _bn_rule, nn.BatchNorm3d: _bn_rule,
     nn.LayerNorm: LayerRule(_ok, _from_per_sample(_layer_norm)),
     nn.GroupNorm: LayerRule(_ok, _from_per_sample(_group_norm)),
     nn.Embedding: LayerRule(_embedding_check, _embedding_accumulate),
+    nn.MultiheadAttention: LayerRule(_ok, _from_per_sample(_multihead_attention), whole_call=True),
 }

@@ -26,7 +26,7 @@ Strategies (all exact; the tests check that they agree to float64 round-off):
     for larger CPU layers (groups 1). Every other layer type by its rule in
     :data:`fts_core.scoring.layer_rules.RULES`: Linear on inputs of any rank, Conv1d/2d/3d with
     any groups, stride, dilation, padding and padding mode, ConvTranspose1d/2d/3d, eval-mode
-    BatchNorm1d/2d/3d, LayerNorm, GroupNorm and Embedding. The path is used for a module only
+    BatchNorm1d/2d/3d, LayerNorm, GroupNorm, Embedding and MultiheadAttention (every projection). The path is used for a module only
     where it is exact (:func:`hooks_supported`): the stock layer's own computation (a subclass that overrides a method of the layer counts only
     when :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
     parameter shared between modules; and, checked on the first chunk, each such module called
@@ -60,15 +60,17 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from fts_core.masks.prunable import owner
-from fts_core.scoring.layer_rules import RULES, padded_input
+from fts_core.scoring.layer_rules import RULES, NotExact, padded_input
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
-           "hooks_supported", "register_equivalent", "HooksMismatch"]
+           "hooks_supported", "hooked_owner", "register_equivalent", "HooksMismatch"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
 CONV_METHODS = ("auto", "grouped", "per_sample")
 DEFAULT_CHUNK = 32
+#: samples in the first chunk of the ``"hooks"`` strategy, the one checked against autograd
+CHECK_SAMPLES = 4
 #: CPU: grouped per-sample convolutions only up to this many weights per layer (slower above)
 CPU_GROUPED_MAX_WEIGHTS = 50_000
 #: CPU per_sample: layers with at most this many output positions use unfold + mm (see below)
@@ -121,6 +123,18 @@ def _stock_layer(module: nn.Module) -> type | None:
     return stock
 
 
+def hooked_owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """``(module, attribute path)`` whose hook computes parameter ``name``: its owner, or the
+    outermost ancestor whose rule takes the whole call (``("attn", "out_proj.weight")``)."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1):
+        module = model.get_submodule(".".join(parts[:i]))
+        stock = _stock_layer(module)
+        if stock is not None and RULES[stock].whole_call:
+            return module, ".".join(parts[i:])
+    return owner(model, name)
+
+
 def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
     """None when the ``"hooks"`` strategy is exact for every prunable parameter, else the reason
     (naming the parameter). What is only known while running is checked on the first chunk."""
@@ -128,10 +142,10 @@ def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
     for _, p in model.named_parameters(remove_duplicate=False):
         counts[id(p)] = counts.get(id(p), 0) + 1
     for name, p in params.items():
-        module, attr = owner(model, name)
-        if attr not in ("weight", "bias"):
-            return f"{name}: not a weight/bias"
+        module, attr = hooked_owner(model, name)
         stock = _stock_layer(module)
+        if attr not in ("weight", "bias") and not (stock is not None and RULES[stock].whole_call):
+            return f"{name}: not a weight/bias"
         if stock is None:
             kind = type(module).__name__
             if any(isinstance(module, t) for t in RULES):
@@ -160,7 +174,7 @@ def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str =
     return "hooks" if hooks_supported(model, params) is None else "vmap"
 
 
-class HooksMismatch(RuntimeError):
+class HooksMismatch(NotExact):
     """The ``"hooks"`` strategy found on the first chunk that it would not be exact for a layer."""
 
 
@@ -188,7 +202,7 @@ def per_sample_stats(model: nn.Module, params: dict[str, Tensor], batches: Batch
             try:
                 g_sum, f_sum = _accumulated(plist, total, quiet, "hooks", lambda g, f, bar: _run_hooks(
                     model, names, batches, g, f, temperature, chunk, conv_method, bar))
-            except HooksMismatch as err:
+            except NotExact as err:
                 if strategy == "hooks":
                     raise ValueError(f"strategy 'hooks' is not exact here: {err}; use strategy='vmap' or 'loop' "
                                      "(or 'auto', which picks one)") from None
@@ -299,38 +313,57 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
     index = {n: i for i, n in enumerate(names)}
     by_module: dict[nn.Module, dict[str, int]] = {}
     for n in names:
-        module, attr = owner(model, n)
+        module, attr = hooked_owner(model, n)
         by_module.setdefault(module, {})[attr] = index[n]
     module_names = {m: n for n, m in model.named_modules()}
-    state: dict[str, Any] = {"armed": True}
+    state: dict[str, Any] = {"armed": True, "in_rule": False}
 
     def make_fwd(module: nn.Module, slots: dict[str, int]):
-        def fwd(mod, inputs, output):
-            if not torch.is_grad_enabled():
+        whole_call = RULES[_stock_layer(module)].whole_call
+
+        def fwd(mod, args, kwargs, output):
+            if not torch.is_grad_enabled() or state["in_rule"]:  # a rule may call the layer itself
                 return None
             if module in state["seen"]:
                 raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}) is called twice in one "
                                     "forward")
             state["seen"].add(module)
+            if whole_call:
+                saved = (_detached(args), _detached(kwargs))
+                output = output[0] if isinstance(output, tuple) else output
+            else:
+                saved = args[0].detach()
             state["outputs"].append(output)
-            saved = inputs[0].detach()
 
             def on_grad(gout: Tensor) -> None:
-                if state["armed"]:  # not during the first chunk's check, a second backward
+                if not state["armed"]:  # not during the first chunk's check, a second backward
+                    return
+                state["in_rule"] = True
+                try:
                     _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
+                except HooksMismatch:
+                    raise
+                except NotExact as err:
+                    raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}): {err}") from None
+                finally:
+                    state["in_rule"] = False
 
-            output.register_hook(on_grad)
+            if output.requires_grad:
+                output.register_hook(on_grad)
             return None
         return fwd
 
-    handles = [m.register_forward_hook(make_fwd(m, s)) for m, s in by_module.items()]
+    handles = [m.register_forward_hook(make_fwd(m, s), with_kwargs=True) for m, s in by_module.items()]
     first = True
     try:
         for x, y in batches:
-            for start in range(0, x.shape[0], chunk):
-                xc = x[start:start + chunk]
+            starts = list(range(0, x.shape[0], chunk))
+            if first and x.shape[0] > CHECK_SAMPLES:  # a small first chunk: its check costs a second backward
+                starts = [0] + list(range(CHECK_SAMPLES, x.shape[0], chunk))
+            for start, stop in zip(starts, starts[1:] + [x.shape[0]]):
+                xc = x[start:stop]
                 state["seen"], state["outputs"] = set(), []
-                loss = cross_entropy_sum(model(xc), y[start:start + chunk], temperature)
+                loss = cross_entropy_sum(model(xc), y[start:stop], temperature)
                 # backward to the hooked layers' outputs only: activations' gradients, no weight
                 # gradients, and no gradient of the input (which may be integer token ids)
                 outputs = [o for o in state["outputs"] if o.requires_grad]
@@ -351,7 +384,7 @@ def _check_first_chunk(model, by_module, module_names, seen, loss, g_sum) -> Non
     summed loss for every prunable parameter (a layer that was not called must get none), else
     :class:`HooksMismatch` naming the layer."""
     slots = [(module, attr, i) for module, attrs in by_module.items() for attr, i in attrs.items()]
-    grads = torch.autograd.grad(loss, [getattr(m, a) for m, a, _ in slots], allow_unused=True)
+    grads = torch.autograd.grad(loss, [m.get_parameter(a) for m, a, _ in slots], allow_unused=True)
     for (module, attr, i), full in zip(slots, grads):
         where = f"layer {module_names[module]!r} ({type(module).__name__})"
         if full is None:
@@ -367,6 +400,17 @@ def _check_first_chunk(model, by_module, module_names, seen, loss, g_sum) -> Non
             raise HooksMismatch(f"{where}: its per-sample {attr} gradients do not add up to autograd's batch "
                                 f"gradient (relative difference {err / max(scale, 1e-30):.2g}); the layer or a use "
                                 "of its parameters outside the layer's call is not what the rule assumes")
+
+
+def _detached(obj: Any) -> Any:
+    """``obj`` (a tuple, list or dict of call arguments) with its tensors detached."""
+    if isinstance(obj, Tensor):
+        return obj.detach()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_detached(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _detached(v) for k, v in obj.items()}
+    return obj
 
 
 # --------------------------------------------------------------------------- vmap

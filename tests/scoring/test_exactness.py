@@ -121,16 +121,36 @@ def test_a_weight_used_outside_its_layer_is_caught_on_the_first_chunk():
         per_sample_stats(model, params, _vectors(), strategy="hooks")
 
 
-def test_multihead_attention_output_projection_is_not_misdiagnosed():
-    """out_proj is a Linear whose weight MHA uses without calling it: no error, an exact path."""
+def test_multihead_attention_output_projection_takes_the_attention_rule():
+    """out_proj is a Linear whose weight MHA uses without calling it: the MultiheadAttention rule
+    owns it, so the fast path is exact (no misdiagnosis, no fallback)."""
     torch.manual_seed(0)
     model = Attention().to(D).eval()
     params = {"attn.out_proj.weight": model.attn.out_proj.weight, "head.weight": model.head.weight}
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randn(5, 4, 8, generator=gen, dtype=D), torch.randint(0, 3, (5,), generator=gen))]
-    assert _exact(model, batches, params=params) in ("vmap", "loop")
-    with pytest.raises(ValueError, match="'attn.out_proj'.*without calling the layer"):
-        per_sample_stats(model, params, batches, strategy="hooks")
+    assert _exact(model, batches, params=params) == "hooks"
+
+
+class WeightUsedOutside(nn.Module):
+    """``fc``'s weight used by a functional call of the parent, ``fc`` itself never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(5, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(nn.functional.linear(x, self.fc.weight)))
+
+
+def test_a_weight_used_without_calling_its_layer_is_found_on_the_first_chunk():
+    torch.manual_seed(0)
+    model = WeightUsedOutside().to(D)
+    params = {"fc.weight": model.fc.weight, "head.weight": model.head.weight}
+    assert hooks_supported(model, params) is None  # nothing static shows it
+    assert _exact(model, _vectors(), params=params) in ("vmap", "loop")
+    with pytest.raises(ValueError, match="'fc'.*without calling the layer"):
+        per_sample_stats(model, params, _vectors(), strategy="hooks")
 
 
 class Branchy(nn.Module):

@@ -42,10 +42,14 @@ def _rel(a, b):
 
 
 CASES = {
+    "linear": (lambda: nn.Linear(4, 5), (6, 4)),  # one token per sample: the outer-product shortcut
+    "linear_one_token": (lambda: nn.Linear(4, 5), (6, 1, 4)),
     "linear_tokens": (lambda: nn.Linear(4, 5), (6, 7, 4)),  # a token dimension, summed per sample
     "linear_rank4": (lambda: nn.Linear(4, 5), (6, 2, 3, 4)),
     "conv1d_dilated_reflect": (lambda: nn.Conv1d(4, 6, 3, stride=2, dilation=2, padding=2,
                                                  padding_mode="reflect"), (6, 4, 11)),
+    "conv2d_pointwise_strided_padded": (lambda: nn.Conv2d(4, 6, 1, stride=2, padding=1), (6, 4, 7, 6)),
+    "conv1d_pointwise": (lambda: nn.Conv1d(4, 6, 1), (6, 4, 5)),
     "conv2d_depthwise": (lambda: nn.Conv2d(4, 8, 3, groups=4, padding=1), (6, 4, 7, 7)),
     "conv2d_grouped_same_circular": (lambda: nn.Conv2d(4, 6, (3, 2), groups=2, padding="same",
                                                        padding_mode="circular"), (6, 4, 6, 5)),
@@ -116,7 +120,7 @@ def test_embedding_rule_matches_autograd_with_repeated_tokens(padding_idx):
 
 
 def test_every_layer_type_of_the_table_has_a_test():
-    tested = {type(CASES[c][0]()) for c in CASES} | {nn.Embedding, nn.Linear}
+    tested = {type(CASES[c][0]()) for c in CASES} | {nn.Embedding, nn.Linear, nn.MultiheadAttention}
     tested |= {nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d}  # tests/scoring/test_persample.py (paper models)
     missing = {t.__name__ for t in RULES} - {t.__name__ for t in tested}
     assert not missing, f"layer rules without an autograd test: {sorted(missing)}"
@@ -130,3 +134,67 @@ def test_every_layer_type_of_the_table_has_a_test():
 def test_rule_checks_name_what_they_do_not_handle(layer, why):
     check = RULES[type(layer)].check(layer)
     assert (check is None) if why is None else (why in check)
+
+
+class AttentionBlock(nn.Module):
+    """``nn.MultiheadAttention`` called with the given options, mean-pooled, a linear head."""
+
+    def __init__(self, batch_first: bool, kdim: int | None = None, call: dict | None = None, **options):
+        super().__init__()
+        self.batch_first, self.call = batch_first, call or {}
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first, kdim=kdim, vdim=kdim, **options)
+        self.kv = nn.Linear(8, kdim or 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # x: (B, L, 8)
+        kv = torch.tanh(self.kv(x))
+        q = x if self.batch_first else x.transpose(0, 1)
+        kv = kv if self.batch_first else kv.transpose(0, 1)
+        call = {k: (v(x) if callable(v) else v) for k, v in self.call.items()}
+        out = self.attn(q, kv, kv, **call)[0]
+        return self.head((out if self.batch_first else out.transpose(0, 1)).mean(1))
+
+
+def _padding(x):  # per-sample key padding from the sample itself (never its first token)
+    pad = x[:, :, 0] > 0.3
+    pad[:, 0] = False
+    return pad
+
+
+ATTENTION_CASES = {
+    "batch_first_need_weights": dict(batch_first=True),
+    "sequence_first_fused_projection": dict(batch_first=False, call={"need_weights": False}),
+    "separate_kv_projections_bias_kv_zero_attn": dict(batch_first=True, kdim=6, add_bias_kv=True,
+                                                       add_zero_attn=True),
+    "key_padding_mask_and_causal_mask": dict(batch_first=True, call={
+        "key_padding_mask": _padding, "attn_mask": lambda x: torch.triu(torch.ones(x.shape[1], x.shape[1]), 1).bool()}),
+}
+
+
+@pytest.mark.parametrize("case", list(ATTENTION_CASES))
+def test_multihead_attention_rule_matches_autograd_on_every_projection(case):
+    torch.manual_seed(0)
+    model = AttentionBlock(**ATTENTION_CASES[case]).to(D).eval()
+    params = {n: p for n, p in model.named_parameters() if n.startswith("attn.")}
+    assert {"attn.out_proj.weight", "attn.out_proj.bias"} <= set(params)
+    assert hooks_supported(model, params) is None
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, 8, generator=gen, dtype=D), torch.randint(0, 3, (6,), generator=gen)
+    stats = per_sample_stats(model, params, [(x, y)], strategy="hooks", chunk_size=4)
+    g_ref, f_ref = _reference(model, params, x, y)
+    assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
+
+
+def test_multihead_attention_rule_refuses_a_per_sample_attn_mask_and_auto_stays_exact():
+    torch.manual_seed(0)
+    heads_mask = lambda x: torch.zeros(x.shape[0] * 2, x.shape[1], x.shape[1], dtype=D)  # noqa: E731
+    model = AttentionBlock(batch_first=True, call={"attn_mask": heads_mask}).to(D).eval()
+    params = {n: p for n, p in model.named_parameters() if n.startswith("attn.")}
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, 8, generator=gen, dtype=D), torch.randint(0, 3, (6,), generator=gen)
+    with pytest.raises(ValueError, match="'attn'.*per-sample attn_mask"):
+        per_sample_stats(model, params, [(x, y)], strategy="hooks")
+    stats = per_sample_stats(model, params, [(x, y)])
+    g_ref, f_ref = _reference(model, params, x, y)
+    assert stats.strategy in ("vmap", "loop")
+    assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
