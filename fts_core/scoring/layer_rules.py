@@ -82,6 +82,9 @@ def _linear(module: nn.Linear, inp: Tensor, gout: Tensor, attrs: set) -> dict:
     return out
 
 
+_linear_per_sample = _from_per_sample(_linear)
+
+
 # ---------------------------------------------------------------------- convolutions
 _CONV_WEIGHT = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
 
@@ -240,7 +243,6 @@ def _multihead_attention(module: nn.MultiheadAttention, call: tuple, gout: Tenso
             params, query, key, value, padding, gout)
 
 
-_linear_per_sample = _from_per_sample(_linear)
 _conv_rule = LayerRule(_ok, _from_per_sample(_conv))
 _conv_t_rule = LayerRule(_conv_transpose_check, _from_per_sample(_conv_transpose))
 _bn_rule = LayerRule(_batch_norm_check, _from_per_sample(_batch_norm))

@@ -26,9 +26,10 @@ Strategies (all exact; the tests check that they agree to float64 round-off):
     for larger CPU layers (groups 1). Every other layer type by its rule in
     :data:`fts_core.scoring.layer_rules.RULES`: Linear on inputs of any rank, Conv1d/2d/3d with
     any groups, stride, dilation, padding and padding mode, ConvTranspose1d/2d/3d, eval-mode
-    BatchNorm1d/2d/3d, LayerNorm, GroupNorm, Embedding and MultiheadAttention (every projection). The path is used for a module only
-    where it is exact (:func:`hooks_supported`): the stock layer's own computation (a subclass that overrides a method of the layer counts only
-    when :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
+    BatchNorm1d/2d/3d, LayerNorm, GroupNorm, Embedding and MultiheadAttention (every projection).
+    The path is used for a module only where it is exact (:func:`hooks_supported`): the stock
+    layer's own computation (a subclass that overrides a method of the layer counts only when
+    :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
     parameter shared between modules; and, checked on the first chunk, each such module called
     once per forward and the per-sample gradients summing to autograd's batch gradient (so a
     weight also used outside the module's call is caught).
@@ -341,8 +342,6 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 state["in_rule"] = True
                 try:
                     _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
-                except HooksMismatch:
-                    raise
                 except NotExact as err:
                     raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}): {err}") from None
                 finally:

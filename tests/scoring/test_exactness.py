@@ -111,16 +111,6 @@ def _vectors(n=6, d=5, seed=0):
     return [(torch.randn(n, d, generator=gen, dtype=D), torch.randint(0, 3, (n,), generator=gen))]
 
 
-def test_a_weight_used_outside_its_layer_is_caught_on_the_first_chunk():
-    torch.manual_seed(0)
-    model = ReusedWeight().to(D)
-    params = {"fc.weight": model.fc.weight, "head.weight": model.head.weight}
-    assert hooks_supported(model, params) is None  # nothing static shows it
-    assert _exact(model, _vectors(), params=params) in ("vmap", "loop")
-    with pytest.raises(ValueError, match="'fc'.*do not add up"):
-        per_sample_stats(model, params, _vectors(), strategy="hooks")
-
-
 def test_multihead_attention_output_projection_takes_the_attention_rule():
     """out_proj is a Linear whose weight MHA uses without calling it: the MultiheadAttention rule
     owns it, so the fast path is exact (no misdiagnosis, no fallback)."""
@@ -140,16 +130,18 @@ class WeightUsedOutside(nn.Module):
         self.fc, self.head = nn.Linear(5, 5), nn.Linear(5, 3)
 
     def forward(self, x):
-        return self.head(torch.tanh(nn.functional.linear(x, self.fc.weight)))
+        return self.head(torch.tanh(F.linear(x, self.fc.weight)))
 
 
-def test_a_weight_used_without_calling_its_layer_is_found_on_the_first_chunk():
+@pytest.mark.parametrize("make, why", [(ReusedWeight, "do not add up"),
+                                       (WeightUsedOutside, "without calling the layer")])
+def test_a_weight_used_outside_its_layer_is_caught_on_the_first_chunk(make, why):
     torch.manual_seed(0)
-    model = WeightUsedOutside().to(D)
+    model = make().to(D)
     params = {"fc.weight": model.fc.weight, "head.weight": model.head.weight}
     assert hooks_supported(model, params) is None  # nothing static shows it
     assert _exact(model, _vectors(), params=params) in ("vmap", "loop")
-    with pytest.raises(ValueError, match="'fc'.*without calling the layer"):
+    with pytest.raises(ValueError, match=f"'fc'.*{why}"):
         per_sample_stats(model, params, _vectors(), strategy="hooks")
 
 
