@@ -3,17 +3,21 @@ function. Bad input is one line on stderr, ``error: ...``, and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
 import fts_core
+from fts_core.experiments.claims import Claimed
 from fts_core.experiments.config import RunConfig
 from fts_core.experiments.runner import run
-from fts_core.experiments.sweeps import SweepSpec, cell_states, sweep
-from fts_core.io import CorruptCheckpointError, load_yaml_mapping
+from fts_core.experiments.sweeps import SweepError, SweepSpec, cell_states, sweep
+from fts_core.io import CELLS_DIR, CorruptCheckpointError
 from fts_core.scoring import CRITERIA
 from fts_core.setup.datasets import DATASETS
 from fts_core.setup.models import MODELS
@@ -40,8 +44,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    d = load_yaml_mapping(args.config)
-    d.update(parse_set(args.set))
+    d = RunConfig.from_yaml(args.config).to_dict()  # the file's paths are relative to the file
+    d.update(parse_set(args.set))  # a command-line path: relative to the current directory
     if args.quiet:
         d["quiet"] = True
     result = run(RunConfig.from_dict(d))
@@ -54,15 +58,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = SweepSpec.from_yaml(args.spec)
-    if args.out_dir:
-        spec.out_dir = args.out_dir
+    if args.out_dir:  # a command-line path: relative to the current directory
+        spec.out_dir = str(Path(args.out_dir).expanduser().resolve())
     if args.status:
         states = cell_states(spec)
         for cid, state in states.items():
             print(f"{state:8s} {cid}")
         counts = {s: sum(v == s for v in states.values()) for s in ("done", "failed", "pending")}
         print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
-              f"of {len(states)} cells in {spec.out_dir}")
+              f"of {len(states)} cells in {spec.sweep_dir}")
+        for path in sorted((spec.sweep_dir / CELLS_DIR).glob("*.damaged*")):
+            print(f"damaged cell file set aside (its cell is redone by --resume): {path}")
         return 0
     sweep(spec, address=args.address, resume=args.resume, max_parallel=args.max_parallel,
           backend="serial" if args.serial else "ray", quiet=args.quiet)
@@ -79,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one experiment (warm-up, score, prune, train, test); resumes if interrupted",
                        description="Run one experiment from a YAML config. Re-running resumes from the last good "
                                    "checkpoint, or prints the stored result when the run has finished.")
-    p.add_argument("config", help="YAML file with RunConfig keys (see fts_core.experiments.config.RunConfig)")
+    p.add_argument("config", help="YAML file with RunConfig keys (see fts_core.experiments.config.RunConfig); its "
+                   "relative out_dir and root are relative to the file's folder, ~ is the home folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML value, e.g. --set epochs=3 --set milestones=[1,2])")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
@@ -94,14 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                "on the others (same environment, shared filesystem for out_dir), then "
                "`python -m fts_core sweep SWEEP.yaml --address HEAD:6379 --resume`. "
                "Exit status 1 when some cell failed.")
-    p.add_argument("spec", help="sweep YAML file")
+    p.add_argument("spec", help="sweep YAML file (its relative paths are relative to the file's folder; ~ is "
+                   "the home folder)")
     p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto or HOST:6379); "
                    "default: start an embedded local Ray instance")
     p.add_argument("--resume", action="store_true",
                    help="continue in a sweep directory that already has cells (skip finished, retry failed)")
     p.add_argument("--max-parallel", type=int, default=None, metavar="N",
                    help="at most N cells at a time (default: one per GPU, else one per CPU slot)")
-    p.add_argument("--out-dir", default=None, help="override the sweep file's out_dir")
+    p.add_argument("--out-dir", default=None, help="override the sweep file's out_dir (relative to the current "
+                   "directory)")
     p.add_argument("--serial", action="store_true", help="run in this process, no Ray")
     p.add_argument("--status", action="store_true", help="list the cells and their state; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,11 +124,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except _USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    resume = "rerun with --resume to continue" if args.command == "sweep" else "rerun the same command to resume"
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return int(args.func(args) or 0)
+        except _USER_ERRORS as err:
+            if isinstance(err, OSError) and err.errno is not None:  # the system's, not one of ours
+                print(f"error: {_os_error(err, resume)}", file=sys.stderr)
+                return 1
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except (SweepError, Claimed) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"interrupted: what finished is kept (nothing is half-written); {resume}", file=sys.stderr)
+            return 130
+        except OSError as err:  # a full disk, a read-only folder, a quota: the system's word and the way out
+            print(f"error: {_os_error(err, resume)}", file=sys.stderr)
+            return 1
+
+
+def _os_error(err: OSError, resume: str) -> str:
+    """One line for an error of the system: what failed, on which file, and the way out."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device writing{where} ({err.strerror}); free some space, then {resume}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write{where} ({err.strerror}); use a folder you can write to (out_dir, or --out-dir "
+                "for a sweep)")
+    return f"{err.strerror or err}:{where}"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

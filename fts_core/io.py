@@ -3,7 +3,7 @@
 A run folder ``out_dir/<run name>/`` holds :data:`RUN_CONFIG`, :data:`RUN_MASK`, checkpoints
 ``checkpoint-EEEE.pt`` and, last, :data:`RUN_RESULT`. A sweep folder holds :data:`SWEEP_YAML`
 and :data:`SWEEP_JSON` (the spec), ``cells/<cell id>.json`` (finished cells, :func:`cell_file`),
-``failures/<cell id>.json`` (:func:`failure_file`), ``runs/`` (the run folders of run cells),
+``failures/<cell id>.json`` (:func:`failure_file`), ``claims/<cell id>.lock`` (:func:`claim_file`), ``runs/`` (the run folders of run cells),
 ``notebooks/`` and ``summaries/`` (notebook cells) and :data:`RESULTS_CSV`.
 
 Every file is written to a temporary name in the same directory, flushed, fsync'ed and
@@ -21,6 +21,7 @@ Checkpoints of a run are ``checkpoint-EEEE.pt`` (EEEE = the epoch just completed
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import io
 import json
@@ -38,10 +39,10 @@ import torch
 import yaml
 
 # run folder
-RUN_CONFIG, RUN_RESULT, RUN_MASK = "config.yaml", "result.json", "mask.pt"
+RUN_CONFIG, RUN_RESULT, RUN_MASK, RUN_CLAIM = "config.yaml", "result.json", "mask.pt", ".claim"
 # sweep folder
 SWEEP_YAML, SWEEP_JSON, RESULTS_CSV = "sweep.yaml", "sweep.json", "results.csv"
-CELLS_DIR, FAILURES_DIR, RUNS_DIR = "cells", "failures", "runs"
+CELLS_DIR, FAILURES_DIR, RUNS_DIR, CLAIMS_DIR = "cells", "failures", "runs", "claims"
 NOTEBOOKS_DIR, SUMMARIES_DIR = "notebooks", "summaries"
 
 MAGIC = b"FTS-CHECKPOINT-v1\n"
@@ -51,6 +52,25 @@ _NAME = re.compile(r"checkpoint-(\d+)\.pt")
 
 class CorruptCheckpointError(ValueError):
     """The file is not a complete checkpoint written by :func:`save_checkpoint`."""
+
+
+class DamagedFileError(ValueError):
+    """A JSON record (a cell row, a failure row, a run's result) that is not what its name says."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DamagedFileWarning(UserWarning):
+    """A results file is not valid and does not count (the message names it and says why)."""
+
+
+# the keys (and their types) a record must hold to count; checked by read_record
+CELL_ROW = {"cell_id": str, "status": str, "params": dict, "result": dict}
+FAILURE_ROW = {"cell_id": str, "status": str, "error": str}
+RUN_RESULT_KEYS = {"run_name": str, "run_dir": str, "config": dict, "test_accuracy_final": (int, float),
+                   "test_accuracy_best_val": (int, float), "best_epoch": int, "sparsity": (int, float)}
 
 
 # ---------------------------------------------------------------------- atomic files
@@ -142,9 +162,47 @@ def load_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return data
 
 
+def read_record(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """The JSON object stored at ``path``, holding every ``required`` key with a value of its
+    type; :class:`DamagedFileError` naming the file and what is wrong otherwise (truncated,
+    random bytes, not an object, a key missing)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DamagedFileError(path, f"not a JSON file ({type(err).__name__}: {str(err)[:80]})") from None
+    if not isinstance(record, dict):
+        raise DamagedFileError(path, f"holds a JSON {type(record).__name__}, not an object")
+    for key, kind in required.items():
+        if not isinstance(record.get(key), kind):
+            got = "missing" if key not in record else f"a {type(record[key]).__name__}"
+            raise DamagedFileError(path, f"key {key!r} is {got}")
+    return record
+
+
+def set_aside(path: str | Path) -> Path | None:
+    """Rename a damaged file to ``<name>.damaged`` (``.damaged-2``, ... if taken) beside it, so
+    that it no longer counts; the new path, or None when the folder is read-only."""
+    path = Path(path)
+    for n in range(1, 1000):
+        target = path.with_name(path.name + (".damaged" if n == 1 else f".damaged-{n}"))
+        if not target.exists():
+            try:
+                os.replace(path, target)
+            except OSError:
+                return None
+            return target
+    return None
+
+
 def cell_file(sweep_dir: str | Path, cell_id: str) -> Path:
     """Where a finished cell's row lives."""
     return Path(sweep_dir) / CELLS_DIR / f"{cell_id}.json"
+
+
+def claim_file(sweep_dir: str | Path, cell_id: str) -> Path:
+    """The lock file of a cell's claim (:mod:`fts_core.experiments.claims`)."""
+    return Path(sweep_dir) / CLAIMS_DIR / f"{cell_id}.lock"
 
 
 def failure_file(sweep_dir: str | Path, cell_id: str) -> Path:
@@ -276,12 +334,17 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
     return deleted
 
 
-def remove_stale_temporaries(run_dir: str | Path) -> None:
-    """Remove ``.*.tmp`` files left by a process killed while writing."""
-    run_dir = Path(run_dir)
-    if run_dir.is_dir():
-        for p in run_dir.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
+def remove_stale_temporaries(folder: str | Path, name: str = "") -> None:
+    """Remove the ``.<name>*.tmp`` files that a process killed while writing left in ``folder``
+    (all of them when ``name`` is empty). Call it only while holding the folder's (or that
+    file's) claim: a live writer's temporary file looks the same."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(f".{glob.escape(name)}*.tmp"):
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:  # a read-only folder: nothing to clean
+                pass
 
 
 # ---------------------------------------------------------------------- provenance

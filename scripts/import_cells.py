@@ -5,7 +5,7 @@
 Committed cells are computed from a clean checkout of a commit on ``main`` (a ``git worktree``
 whose sweep writes to a folder outside it, ``--out-dir``), then copied here with this script.
 It copies each finished cell of SOURCE_DIR that belongs to SWEEP_FILE's grid into the sweep
-file's ``out_dir`` (relative to the repository), and refuses a row whose code cannot be checked
+file's ``out_dir`` (relative to the sweep file), and refuses a row whose code cannot be checked
 out (``git_dirty`` not false, or a revision this repository does not have). Paths in a row
 that point into SOURCE_DIR are rewritten relative to the repository. Cells already here are
 left as they are; the spec files and ``results.csv`` are rewritten from the sweep file and all cells.
@@ -57,7 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     spec = SweepSpec.from_yaml(args.sweep_file)
     source = Path(args.source_dir).resolve()
-    dest = (REPO / spec.out_dir).resolve()
+    dest = spec.sweep_dir
     prefix = args.prefix or str(source)
     new_prefix = str(dest.relative_to(REPO))
     copied = refused = 0

@@ -47,7 +47,7 @@ def test_a_missing_file_or_a_folder_is_named(tmp_path, command):
 def test_an_out_dir_that_cannot_hold_runs_is_refused_before_any_work(tmp_path):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "c.yaml").write_text("dataset: digits\nwidth: 0.125\nepochs: 1\nout_dir: a_file\n")
-    _assert_clean_error(_cli("run", "c.yaml", cwd=tmp_path), "out_dir='a_file'", "is a file")
+    _assert_clean_error(_cli("run", "c.yaml", cwd=tmp_path), "/a_file' is a file")
     (tmp_path / "d.yaml").write_text("dataset: digits\nwidth: 0.125\nepochs: 1\nout_dir: a_file/runs\n")
     _assert_clean_error(_cli("run", "d.yaml", cwd=tmp_path), "is a file, not a folder")
 

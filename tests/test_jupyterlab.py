@@ -22,6 +22,10 @@ blocks every host but 127.0.0.1). In ``04_experiments.ipynb`` it measures:
 A screenshot of the widget goes to ``test-artifacts/screenshots/jupyterlab-04.png``.
 JupyterLab is shut down at the end (SIGTERM to its process group, then SIGKILL to what is left,
 its kernels included), whether the test passed or not.
+
+A fast check needs no browser: ``jupyter labextension list`` of this virtual environment lists
+jupyterlab-myst as enabled and OK, and prints no "is not compatible with the current JupyterLab"
+(an extension built for another ``@jupyter/ydoc`` than JupyterLab's, issue 21).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -54,8 +59,6 @@ RAW_MYST_ROLES = ("{cite}", "{doc}")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402  (tests/browser.py)
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 T = TypeVar("T")
 
@@ -346,7 +349,34 @@ def move_slider_and_time_redraw(web, timeout: float, errors: list[str]) -> tuple
     return widget["readout"], moved["readout"], time.monotonic() - start
 
 
-# ----------------------------------------------------------------------------- the test
+# ----------------------------------------------------------------------------- the tests
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MYST_LINE = re.compile(r"^\s*jupyterlab-myst v(?P<version>\S+)\s+(?P<state>enabled|disabled)\s+(?P<ok>OK|X)\b",
+                       re.MULTILINE)
+
+
+def test_jupyterlab_myst_is_enabled_and_compatible(tmp_path):
+    """``jupyter labextension list`` (this virtual environment's, next to ``sys.executable``):
+    jupyterlab-myst enabled and OK, no "not compatible" line. No browser, a few seconds."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install -e .)")
+    jupyter = Path(sys.executable).with_name("jupyter")
+    command = [str(jupyter)] if jupyter.exists() else [sys.executable, "-m", "jupyter"]
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),  # no ~/.jupyter configuration
+               JUPYTER_DATA_DIR=str(tmp_path / "data"))  # no ~/.local/share/jupyter extensions
+    run = subprocess.run([*command, "labextension", "list"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    out = ANSI.sub("", run.stdout + run.stderr)
+    assert run.returncode == 0, f"jupyter labextension list exited with {run.returncode}:\n{out}"
+    myst = MYST_LINE.search(out)
+    assert myst, f"jupyterlab-myst is not listed (pip install -e .):\n{out}"
+    assert myst["state"] == "enabled", f"jupyterlab-myst is disabled:\n{out}"
+    assert "not compatible" not in out and myst["ok"] == "OK", (
+        f"jupyterlab-myst {myst['version']} is not compatible with this JupyterLab "
+        f"(see the jupyterlab pin in pyproject.toml):\n{out}")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_notebook_04_runs_in_jupyterlab_and_its_slider_redraws_the_figure(tmp_path):
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
     pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install -e .)")

@@ -70,19 +70,26 @@ def test_an_unknown_parameter_stops_the_run_before_any_work(tmp_path):
     assert "check_parameters" in nb.cells[failed[0]].source and not later  # nothing ran after the check
 
 
+def test_a_list_parameter_of_the_wrong_kind_is_named(tmp_path):
+    done = subprocess.run([PAPERMILL, str(ROOT / "notebooks" / "04_experiments.ipynb"), str(tmp_path / "out.ipynb"),
+                           "--cwd", str(ROOT / "notebooks"), "-k", "python3", "--no-progress-bar",
+                           "-p", "sweep_files", "", "-p", "sparsities", "hello"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode != 0 and "notebook parameter sparsities: element 'hello' is not a float" in done.stderr
+
+
 def test_notebook04_trains_a_small_grid_and_passes_its_checks(tmp_path):
     """The training path: a small digits grid given on the command line (comma lists included)."""
     out, summary = tmp_path / "out.ipynb", tmp_path / "summary.json"
     cmd = [PAPERMILL, str(ROOT / "notebooks" / "04_experiments.ipynb"), str(out), "--cwd", str(ROOT / "notebooks"),
            "-k", "python3", "--no-progress-bar", "-p", "sweep_files", "", "-p", "train", "True",
-           "-p", "results_dirs", "", "-p", "criteria", "fts,snip,random", "-p", "epochs", "1", "-p", "subset", "300",
+           "-p", "results_dirs", str(tmp_path / "grid"), "-p", "criteria", "fts,snip,random", "-p", "epochs", "1",
+           "-p", "subset", "300",
            "-p", "score_samples", "32", "-p", "interactive", "False", "-p", "summary_json", str(summary),
            "-y", "sparsities: [0.9, 0.98]\nseeds: [0, 1]\nmilestones: [1]\nbatch_size: 64"]
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**ENV, "TMPDIR": str(scratch)}, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert not list(scratch.glob("fts_nb04_*"))  # the temporary results folder went with the kernel
+    assert len(list((tmp_path / "grid" / "cells").glob("*.json"))) == 14  # the results stay where the user said
     result = json.loads(summary.read_text())
     assert result["nb04_cells"] == result["nb04_cells_total"] == 3 * 2 * 2 + 2  # and the dense baseline
     assert result["nb04_differences"] == 2 * 2  # FTS − SNIP, FTS − Random at two sparsities

@@ -95,7 +95,7 @@ class Grid:
 
     def dense_interval(self) -> tuple[float, float, float, int]:
         """``(mean, low, high, n)`` of the dense baseline's accuracy over seeds."""
-        return ST.t_interval(self.dense[self.metric].tolist())
+        return ST.t_interval(self.dense[self.metric].tolist(), bounds=ST.ACCURACY)
 
 
 def load_grid(sweep: SweepSpec | str | os.PathLike, results_dir: str | os.PathLike, *, name: str | None = None,
@@ -202,13 +202,14 @@ def remedy_table(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
             k = g[g["kind"] == kind].set_index("seed")
             if k.empty:
                 continue
-            mean, low, high, _ = ST.t_interval(k[grid.metric].tolist())
+            mean, low, high, _ = ST.t_interval(k[grid.metric].tolist(), bounds=ST.ACCURACY)
             row = {"criterion": R.label(c), "sparsity": f"{100 * s:g} %", "scored": SCORED[kind],
                    "accuracy (%)": ST.format_ci(mean, low, high), "runs with an empty layer":
                    f"{int((k['collapsed_layers'].map(len) > 0).sum())} of {len(k)}"}
             if kind != "init":
                 common = k.index.intersection(init.index)
-                dm, dl, dh, dn = ST.t_interval((k.loc[common, grid.metric] - init.loc[common, grid.metric]).tolist())
+                dm, dl, dh, dn = ST.t_interval((k.loc[common, grid.metric] - init.loc[common, grid.metric]).tolist(),
+                                               bounds=ST.DIFFERENCE)
                 row["vs at init (points)"] = ST.format_ci(dm, dl, dh)
                 effects.append({"criterion": c, "sparsity": s, "kind": kind, "mean": dm, "low": dl, "high": dh,
                                 "n": dn, "resolved": dn > 1 and (dl > 0 or dh < 0),
@@ -347,7 +348,7 @@ def plot_accuracy(grids: list[Grid]):
     fig, rows = plt.subplots(len(grids), 2, figsize=(8.4, 4.0 * len(grids) + 0.2), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.35]})
     for grid, axes in zip(grids, rows):
-        ci = ST.summarise_ci(grid.main, value=grid.metric, bounds=(0.0, 1.0))
+        ci = ST.summarise_ci(grid.main, value=grid.metric, bounds=ST.ACCURACY)
         crits, sps = grid.criteria, grid.sparsities
         _, d_low, d_high, _ = grid.dense_interval()
         offsets, xpos = np.linspace(-0.12, 0.12, len(crits)), {s: i for i, s in enumerate(sps)}

@@ -10,8 +10,10 @@ command line cannot express (``-p criteria fts,snip`` -> ``["fts", "snip"]``).
 from __future__ import annotations
 
 import ast
-import difflib
+import typing
 from typing import Any, MutableMapping
+
+from fts_core.hints import unknown_names
 
 __all__ = ["check_parameters"]
 
@@ -31,7 +33,12 @@ def _injected_names(namespace: MutableMapping[str, Any]) -> list[str]:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the declared type, or a ``TypeError`` naming the parameter."""
+    """``value`` as the declared type (``list[float]``: each element too), or a ``TypeError``
+    naming the parameter."""
+    if typing.get_origin(hint) is list:
+        items = _coerce(name, value, list)
+        (element,) = typing.get_args(hint) or (Any,)
+        return items if items is None or element is Any else [_element(name, v, element) for v in items]
     kind = hint if isinstance(hint, type) else type(None)
     if value is None or kind is type(None):
         return value
@@ -51,6 +58,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def _element(name: str, value: Any, kind: type) -> Any:
+    """One element of a list parameter as ``kind`` (a string from ``-p name 0.9,0.95`` is parsed)."""
+    if isinstance(value, str) and kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            raise TypeError(f"notebook parameter {name}: element {value!r} is not a{'n' if kind is int else ''} "
+                            f"{kind.__name__}") from None
+    return _coerce(name, value, kind)
+
+
 def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
     """Stop on papermill parameters the notebook does not declare; coerce the declared ones.
     Returns the names of the parameters that were given (empty for a run at the defaults).
@@ -64,11 +82,7 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
     given = _injected_names(namespace)
     unknown = [n for n in given if n not in declared]
     if unknown:
-        hints = []
-        for n in unknown:
-            close = difflib.get_close_matches(n, list(declared), n=1)
-            hints.append(repr(n) + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise NameError(f"unknown notebook parameter(s) {', '.join(hints)}; this notebook's parameters: "
+        raise NameError(f"unknown notebook parameter(s) {unknown_names(unknown, declared)}; this notebook's parameters: "
                         f"{', '.join(declared)} (papermill --help-notebook lists them with their defaults)")
     for name, hint in declared.items():
         if name in namespace:

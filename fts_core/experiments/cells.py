@@ -18,23 +18,35 @@ import os
 import socket
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+from fts_core.experiments.claims import Claimed, claim
 from fts_core.io import (
+    CELL_ROW,
+    FAILURE_ROW,
+    CELLS_DIR,
     NOTEBOOKS_DIR,
     RUNS_DIR,
     SUMMARIES_DIR,
+    DamagedFileError,
+    DamagedFileWarning,
     atomic_write_json,
     cell_file,
+    claim_file,
     describe_device,
     failure_file,
     git_revision,
     library_versions,
+    read_record,
+    remove_stale_temporaries,
+    set_aside,
 )
 
-__all__ = ["CellTask", "execute_cell", "record_lost_cell", "resolve_callable"]
+__all__ = ["CellTask", "execute_cell", "finished_row", "import_modules", "record_lost_cell",
+           "resolve_callable"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,8 @@ class CellTask:
     kind: ``"run"`` (call ``target``, a ``"module:function"``, with the params) or ``"notebook"``
     (execute the notebook at path ``target`` with papermill); cwd: the directory the cell runs in;
     notebook_cwd: the notebook's working directory (default: its folder); driver_git: the driver's
-    git revision, used when the worker's checkout has none.
+    git revision, used when the worker's checkout has none; imports: modules imported first (the
+    sweep file's ``imports``: where user-registered criteria and models live).
     """
 
     sweep_dir: str
@@ -57,31 +70,78 @@ class CellTask:
     cwd: str | None = None
     notebook_cwd: str | None = None
     driver_git: dict[str, Any] = field(default_factory=dict)
+    imports: tuple[str, ...] = ()
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def import_modules(names: Iterable[str]) -> None:
+    """Import each module (``ValueError`` naming the one that does not import)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"sweep `imports`: module {name!r} does not import ({err}); it must be importable "
+                             "where the cells run (on sys.path / PYTHONPATH, or in Ray's runtime_env)") from None
+
+
 def resolve_callable(target: str) -> Callable[..., Any]:
-    """The function named ``"package.module:function"`` (``ValueError`` when it is not one)."""
-    if ":" not in target:
-        raise ValueError(f"run target {target!r} must look like 'package.module:function'")
-    module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
+    """The function named ``"package.module:function"`` (``ValueError`` naming what is wrong)."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"sweep `run: {target}` must look like 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"sweep `run: {target}`: module {module!r} does not import ({err})") from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"sweep `run: {target}`: {module!r} has no {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"run target {target!r} is not callable")
+        raise ValueError(f"sweep `run: {target}` is not callable")
     return obj
 
 
+def finished_row(sweep_dir: str | Path, cell_id: str) -> dict[str, Any] | None:
+    """The cell's stored row if it is a valid finished row, else None; a damaged row file is set
+    aside (``<cell id>.json.damaged``, see :func:`fts_core.io.set_aside`) with a warning naming
+    both paths, so that the cell counts as not done and is redone."""
+    path = cell_file(sweep_dir, cell_id)
+    if not path.exists():
+        return None
+    try:
+        row = read_record(path, CELL_ROW)
+        if row["cell_id"] != cell_id or row["status"] != "done":
+            raise DamagedFileError(path, f"holds cell {row['cell_id']!r} with status {row['status']!r}")
+        return row
+    except DamagedFileError as err:
+        moved = set_aside(path)
+        where = f"moved to {moved}" if moved else "left in place (read-only folder)"
+        warnings.warn(f"damaged cell file {err} ({where}); the cell counts as not done", DamagedFileWarning,
+                      stacklevel=2)
+        return None
+
+
 def execute_cell(task: CellTask) -> dict[str, Any]:
-    """Execute one cell and write its row or failure record atomically; returns the row
-    (``status`` ``"done"`` or ``"failed"``). Never raises for a failure of the cell itself."""
+    """Execute one cell under its claim and write its row or failure record atomically; returns
+    the row (``status`` ``"done"``, ``"failed"``, or ``"claimed"`` when another live process is
+    executing it: nothing is run or written then). Never raises for a failure of the cell itself."""
+    try:
+        with claim(claim_file(task.sweep_dir, task.cell_id), f"cell {task.cell_id}"):
+            remove_stale_temporaries(Path(task.sweep_dir) / CELLS_DIR, task.cell_id)
+            return _execute_claimed(task)
+    except Claimed as err:
+        return {"cell_id": task.cell_id, "sweep": task.sweep, "status": "claimed", "error": str(err)}
+
+
+def _execute_claimed(task: CellTask) -> dict[str, Any]:
     done = cell_file(task.sweep_dir, task.cell_id)
-    if done.exists():  # finished meanwhile (e.g. by a previous driver's worker)
-        return json.loads(done.read_text())
+    stored = finished_row(task.sweep_dir, task.cell_id)
+    if stored is not None:  # finished meanwhile (e.g. by another sweep on the same folder)
+        return stored
     row = _new_row(task)
     old_cwd = os.getcwd()
     if task.cwd and os.path.isdir(task.cwd):
@@ -125,8 +185,8 @@ def _new_row(task: CellTask) -> dict[str, Any]:
     failed = failure_file(task.sweep_dir, task.cell_id)
     if failed.exists():
         try:
-            attempts = int(json.loads(failed.read_text()).get("attempts", 0)) + 1
-        except (OSError, ValueError):
+            attempts = int(read_record(failed, FAILURE_ROW).get("attempts", 0)) + 1
+        except (OSError, ValueError, TypeError):  # a damaged failure record only loses the count
             pass
     return {"cell_id": task.cell_id, "sweep": task.sweep, "kind": task.kind, "target": task.target,
             "params": dict(task.params), "grid": dict(task.grid_values), "hostname": socket.gethostname(),
@@ -135,6 +195,7 @@ def _new_row(task: CellTask) -> dict[str, Any]:
 
 def _execute(task: CellTask) -> tuple[Any, dict[str, Any]]:
     """The cell's result and extra row entries."""
+    import_modules(task.imports)
     if task.kind == "notebook":
         return _execute_notebook(task)
     call = dict(task.params)

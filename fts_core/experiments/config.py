@@ -14,10 +14,10 @@ are checked against their registries by :meth:`RunConfig.check_names`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from fts_core.hints import unknown_names
 from fts_core.io import load_yaml_mapping
 from fts_core.masks.select import ROUNDINGS, SCOPES
 from fts_core.scoring import BN_MODES, CRITERIA, STRATEGIES, Options
@@ -36,6 +37,7 @@ from fts_core.setup.models import MODELS
 WARMUP_KINDS = ("train", "bn")
 
 # fields that do not change any number a run produces; left out of the config hash
+PATH_FIELDS = ("out_dir", "root")  # ~ expanded; in a config file, relative to the file's folder
 _NOT_IN_HASH = frozenset({"out_dir", "quiet", "run_name", "keep_checkpoints", "root", "device"})
 # fields added after results were committed: they enter the hash only when they differ from
 # this value (the old behaviour), so every earlier run keeps its name and every committed
@@ -105,6 +107,8 @@ class RunConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            if f.name in PATH_FIELDS and isinstance(value, str):
+                value = os.path.expanduser(value)  # "~/runs" is the home folder's runs, as everywhere
             object.__setattr__(self, f.name, value)
         self._check_values()
 
@@ -119,19 +123,19 @@ class RunConfig:
         known = cls.field_names()
         unknown = [k for k in d if k not in known]
         if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), known, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(
-                f"unknown config key(s): {', '.join(hints)}; known keys: {', '.join(known)}"
-            )
+            raise ValueError(f"unknown config key(s): {unknown_names(unknown, known)}; known keys: {', '.join(known)}")
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
-        """Read a YAML mapping of config keys (see :func:`load_yaml_mapping` for what is refused)."""
-        return cls.from_dict(load_yaml_mapping(path))
+        """Read a YAML mapping of config keys (see :func:`load_yaml_mapping` for what is refused);
+        its relative ``out_dir`` and ``root`` are relative to the file's folder, as in a sweep file."""
+        d = load_yaml_mapping(path)
+        folder = Path(path).expanduser().resolve().parent
+        for key in PATH_FIELDS:
+            if isinstance(d.get(key), str) and not Path(d[key]).expanduser().is_absolute():
+                d[key] = str(folder / d[key])
+        return cls.from_dict(d)
 
     @classmethod
     def coerce(cls, config: "RunConfig | Mapping[str, Any] | str | Path") -> "RunConfig":
@@ -254,7 +258,7 @@ class RunConfig:
         for key, registry in (("model", MODELS), ("dataset", DATASETS), ("criterion", CRITERIA)):
             value = getattr(self, key)
             if value not in registry:
-                raise ValueError(f"unknown {key} {value!r}; known: {', '.join(sorted(registry))}")
+                raise ValueError(f"unknown {key} {unknown_names([value], registry)}; known: {', '.join(sorted(registry))}")
         for key, allowed in (("bn_mode", BN_MODES), ("strategy", STRATEGIES), ("rounding", ROUNDINGS),
                              ("scope", SCOPES)):
             if getattr(self, key) not in allowed:

@@ -21,10 +21,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
+
+from fts_core.io import (
+    CELL_ROW,
+    FAILURE_ROW,
+    RUN_RESULT_KEYS,
+    DamagedFileError,
+    DamagedFileWarning,
+    read_record,
+)
 
 # our criterion keys -> the paper's column labels (Table 1 of arXiv 2502.11450 v1)
 CRITERION_LABELS: dict[str, str] = {
@@ -46,6 +56,7 @@ PAPER_TABLE_FILE = Path(__file__).resolve().parent / "paper_results" / "paper_ta
 
 # result keys renamed in the table (the runner's "sparsity" is the realised one)
 _RENAME = {"sparsity": "realised_sparsity"}
+_SCHEMA = {"cell": CELL_ROW, "failure": FAILURE_ROW, "run": RUN_RESULT_KEYS}
 # bulky or redundant result entries left out of the table
 _SKIP_RESULT = {"config", "history", "run_dir", "versions", "git_revision", "device"}
 
@@ -79,8 +90,11 @@ def load_results(path: str | os.PathLike | Sequence[str | os.PathLike], *, cell_
             frames.append(pd.read_csv(p))
             continue
         for file, kind in _result_files(p, status):
-            with open(file) as fh:
-                record = json.load(fh)
+            try:
+                record, kind = _read(file, kind)
+            except DamagedFileError as err:  # never half a row: the file is named and left out
+                warnings.warn(f"left out damaged results file {err}", DamagedFileWarning, stacklevel=2)
+                continue
             rows.append(_flatten(record, kind, file))
     table = pd.DataFrame(rows)
     if frames:
@@ -117,10 +131,22 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def _flatten(record: Mapping[str, Any], kind: str, file: Path) -> dict[str, Any]:
-    """One table row from a sweep cell record or a runner ``result.json``."""
+def _read(file: Path, kind: str) -> tuple[dict[str, Any], str]:
+    """The record of a cell row, failure row or run result, checked to be one (``kind`` "file":
+    whichever it holds); :class:`~fts_core.io.DamagedFileError` naming the file otherwise."""
+    in_sweep = kind == "cell"  # a sweep's cells/<cell id>.json, not a file the user named
     if kind == "file":
-        kind = "cell" if "cell_id" in record and "params" in record else "run"
+        record = read_record(file, {})
+        kind = "cell" if "cell_id" in record and "params" in record else "failure" if "error" in record else "run"
+    record = read_record(file, _SCHEMA[kind])
+    if kind == "cell" and (record["status"] != "done" or not record["cell_id"]
+                           or (in_sweep and record["cell_id"] != file.stem)):
+        raise DamagedFileError(file, f"holds cell {record['cell_id']!r} with status {record['status']!r}")
+    return record, kind
+
+
+def _flatten(record: Mapping[str, Any], kind: str, file: Path) -> dict[str, Any]:
+    """One table row from a sweep cell record, a failure record or a runner ``result.json``."""
     if kind == "run":  # a bare runner result: wrap it like a sweep cell
         record = {"cell_id": record.get("run_name") or file.parent.name, "status": "done", "kind": "run",
                   "params": record.get("config", {}), "result": record, "device": record.get("device"),

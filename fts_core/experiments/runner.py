@@ -72,6 +72,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fts_core.experiments.claims import claim
 from fts_core.experiments.config import RunConfig
 from fts_core.experiments.training import (
     evaluate,
@@ -81,9 +82,12 @@ from fts_core.experiments.training import (
     train_epoch,
 )
 from fts_core.io import (
+    RUN_CLAIM,
     RUN_CONFIG,
     RUN_MASK,
     RUN_RESULT,
+    RUN_RESULT_KEYS,
+    DamagedFileError,
     atomic_torch_save,
     atomic_write_text,
     checkpoint_path,
@@ -94,8 +98,10 @@ from fts_core.io import (
     list_checkpoints,
     load_yaml_mapping,
     prune_checkpoints,
+    read_record,
     remove_stale_temporaries,
     save_checkpoint,
+    set_aside,
 )
 from fts_core.masks import apply_masks, collapsed_layers, layer_density, make_masks, prunable_parameters
 from fts_core.scoring import CRITERIA, score
@@ -123,13 +129,13 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
         cfg = cfg.replace(**overrides)
     cfg.check_names()
     run_dir = cfg.run_dir
-    _check_out_dir(Path(cfg.out_dir))
     _check_existing_config(run_dir, cfg)
-    stored = _stored_result(run_dir)
+    stored = _stored_result(run_dir)  # a finished run is returned even from a read-only folder
     if stored is not None:
         _say(cfg, f"{run_dir} has finished already: returning its stored result (delete the folder, or change "
                   "out_dir, to run again)")
         return stored
+    _check_out_dir(Path(cfg.out_dir))
 
     # everything that can fail on bad input happens before the first write
     device = resolve_device(cfg.device)
@@ -141,13 +147,20 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
     channels_last = resolve_channels_last(cfg.channels_last, model, device)
 
     created = not run_dir.exists()
-    _write_config(run_dir, cfg)
-    try:
-        return _Run(cfg, run_dir, data, model, device, channels_last).execute()
-    except BaseException:
-        if created and not list_checkpoints(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    _make_run_dir(run_dir, cfg)
+    with claim(run_dir / RUN_CLAIM, f"run folder {run_dir}"):  # Claimed: another process trains it
+        try:
+            stored = _stored_result(run_dir)  # finished by another process while this one loaded
+            if stored is not None:
+                return stored
+            remove_stale_temporaries(run_dir)
+            if not (run_dir / RUN_CONFIG).exists():
+                atomic_write_text(run_dir / RUN_CONFIG, cfg.to_yaml())
+            return _Run(cfg, run_dir, data, model, device, channels_last).execute()
+        except BaseException:
+            if created and not list_checkpoints(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 def _check_scoring(cfg: RunConfig, data: Any, model: nn.Module, prunable: Mapping[str, nn.Parameter]) -> None:
@@ -224,26 +237,26 @@ def _check_existing_config(run_dir: Path, cfg: RunConfig) -> None:
                          "choose another run_name or out_dir")
 
 
-def _write_config(run_dir: Path, cfg: RunConfig) -> None:
+def _make_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a read-only file system, a quota, ...
         raise ValueError(f"config out_dir={cfg.out_dir!r}: cannot create the run folder {str(run_dir)!r} "
                          f"({err.strerror or err})") from None
-    remove_stale_temporaries(run_dir)
-    if not (run_dir / RUN_CONFIG).exists():
-        atomic_write_text(run_dir / RUN_CONFIG, cfg.to_yaml())
 
 
 def _stored_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's valid ``result.json``, else None; a damaged one is set aside with a warning
+    (the run is then finished again from its last checkpoint)."""
     path = run_dir / RUN_RESULT
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        warnings.warn(f"ignoring unreadable {path} ({err}); recomputing from the checkpoints", RuntimeWarning,
-                      stacklevel=3)
+        return read_record(path, RUN_RESULT_KEYS)
+    except DamagedFileError as err:
+        moved = set_aside(path)
+        warnings.warn(f"ignoring damaged {err} ({f'moved to {moved}' if moved else 'read-only folder'}); "
+                      "recomputing from the checkpoints", RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -23,8 +23,15 @@ __all__ = ["t_interval", "summarise_ci", "paired_differences", "all_paired_diffe
            "format_ci", "seeds_for_half_width", "t_quantile"]
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """``(mean, low, high, n)`` of a Student-t interval for the mean (low/high NaN when n < 2)."""
+ACCURACY = (0.0, 1.0)  # the range of an accuracy (a fraction)
+DIFFERENCE = (-1.0, 1.0)  # the range of a difference of two accuracies
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[float, float, float, int]:
+    """``(mean, low, high, n)`` of a Student-t interval for the mean (low/high NaN when n < 2),
+    cut to ``bounds``, the range the value can take (e.g. :data:`ACCURACY`): a mean cannot lie
+    outside it, however wide two runs that collapsed make the t-interval."""
     v = [float(x) for x in values if x == x]
     n = len(v)
     if n == 0:
@@ -34,7 +41,10 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
         return mean, math.nan, math.nan, n
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     half = t_quantile(n, confidence) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half, n
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high, n
 
 
 def t_quantile(n: int, confidence: float = 0.95) -> float:
@@ -58,17 +68,14 @@ def summarise_ci(table: pd.DataFrame, value: str = "test_accuracy_final",
                  bounds: tuple[float, float] | None = None) -> pd.DataFrame:
     """Per group of ``by``: ``mean, sd, n, low, high`` of ``value`` over the rows (the seeds).
 
-    ``bounds``: the range the value can take (an accuracy: ``(0, 1)``); the interval is cut to it
-    (a mean cannot lie outside it, however wide two runs that collapsed make the t-interval)."""
+    ``bounds``: the range the value can take (see :func:`t_interval`)."""
     missing = [c for c in (*by, value) if c not in table.columns]
     if missing:
         raise KeyError(f"column(s) {missing} not in the results table")
     rows = []
     for key, group in table.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        mean, low, high, n = t_interval(group[value].tolist(), confidence)
-        if bounds is not None and n > 1:
-            low, high = max(low, bounds[0]), min(high, bounds[1])
+        mean, low, high, n = t_interval(group[value].tolist(), confidence, bounds)
         sd = float(group[value].std(ddof=1)) if n > 1 else math.nan
         rows.append({**dict(zip(by, key)), "mean": mean, "sd": sd, "n": n, "low": low, "high": high})
     return pd.DataFrame(rows, columns=[*by, "mean", "sd", "n", "low", "high"])
@@ -94,7 +101,7 @@ def paired_differences(table: pd.DataFrame, reference: str = "fts", value: str =
             if len(both) == 0:
                 continue
             d = (ref.loc[both] - oth.loc[both]).tolist()
-            mean, low, high, n = t_interval(d, confidence)
+            mean, low, high, n = t_interval(d, confidence, DIFFERENCE)
             resolved = n > 1 and (low > 0 or high < 0)
             out.append({"sparsity": sparsity, "reference": reference, "other": other, "mean": mean, "low": low,
                         "high": high, "n": n, "resolved": resolved,

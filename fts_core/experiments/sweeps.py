@@ -40,7 +40,6 @@ receives, so without a shared filesystem only the mid-run checkpoints stay on th
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -53,10 +52,19 @@ from typing import Any, Callable, Mapping
 import yaml
 from tqdm.auto import tqdm
 
-from fts_core.experiments.cells import CellTask, execute_cell, record_lost_cell, resolve_callable
+from fts_core.experiments.cells import (
+    CellTask,
+    execute_cell,
+    finished_row,
+    import_modules,
+    record_lost_cell,
+    resolve_callable,
+)
 from fts_core.experiments.config import RunConfig
 from fts_core.experiments.results import load_results
+from fts_core.hints import unknown_names
 from fts_core.io import (
+    FAILURES_DIR,
     RESULTS_CSV,
     SWEEP_JSON,
     SWEEP_YAML,
@@ -73,7 +81,7 @@ from fts_core.setup.data import check_available
 
 DEFAULT_FUNCTION = "fts_core:run"  # the public name: stable however the package is laid out
 _DEFAULT_ALIASES = ("fts_core.runner:run", "fts_core.experiments.runner:run")  # earlier spellings
-_SPEC_KEYS = ("name", "out_dir", "run", "notebook", "base", "grid", "resources", "ray", "notebook_cwd")
+_SPEC_KEYS = ("name", "out_dir", "run", "notebook", "base", "grid", "resources", "ray", "notebook_cwd", "imports")
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
 BACKENDS = ("ray", "serial")
 
@@ -95,6 +103,10 @@ class SweepSpec:
     notebook_cwd: str | None = None
     resources: dict[str, Any] = field(default_factory=dict)
     ray: dict[str, Any] = field(default_factory=dict)
+    #: modules every worker imports before a cell (where user-registered criteria/models live)
+    imports: list[str] = field(default_factory=list)
+    #: where relative paths start: the sweep file's folder (:meth:`from_yaml`); None: the cwd
+    folder: str | None = None
 
     @property
     def kind(self) -> str:
@@ -109,7 +121,7 @@ class SweepSpec:
     def from_dict(cls, d: Mapping[str, Any], *, default_name: str = "sweep") -> "SweepSpec":
         unknown = sorted(set(d) - set(_SPEC_KEYS))
         if unknown:
-            raise ValueError(f"unknown sweep key(s) {_with_hints(unknown, _SPEC_KEYS)}; allowed: {list(_SPEC_KEYS)}")
+            raise ValueError(f"unknown sweep key(s) {unknown_names(unknown, _SPEC_KEYS)}; allowed: {list(_SPEC_KEYS)}")
         if d.get("run") and d.get("notebook"):
             raise ValueError("a sweep names either `run` or `notebook`, not both")
         base = d.get("base") or {}
@@ -135,11 +147,28 @@ class SweepSpec:
             notebook_cwd=d.get("notebook_cwd"),
             resources=resources,
             ray=dict(d.get("ray") or {}),
+            imports=_imports(d.get("imports")),
         )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "SweepSpec":
-        return cls.from_dict(load_yaml_mapping(path, what="sweep file"), default_name=Path(path).stem)
+        """Read a sweep file; its relative paths (``out_dir``, ``notebook``, ``notebook_cwd``, a
+        ``root`` in ``base``) are relative to the file's folder, ``~`` is the home folder."""
+        spec = cls.from_dict(load_yaml_mapping(path, what="sweep file"), default_name=Path(path).stem)
+        spec.folder = str(Path(path).expanduser().resolve().parent)
+        if isinstance(spec.base.get("root"), str):
+            spec.base["root"] = str(spec.path(spec.base["root"]))
+        return spec
+
+    def path(self, value: str | os.PathLike) -> Path:
+        """``value`` as an absolute path: ``~`` expanded, relative to :attr:`folder` (or the cwd)."""
+        p = Path(value).expanduser()
+        return (p if p.is_absolute() else Path(self.folder or os.getcwd()) / p).resolve()
+
+    @property
+    def sweep_dir(self) -> Path:
+        """The sweep directory: ``out_dir`` resolved by :meth:`path`."""
+        return self.path(self.out_dir)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "out_dir": self.out_dir}
@@ -149,17 +178,19 @@ class SweepSpec:
             d["run"] = self.run
         if self.notebook_cwd:
             d["notebook_cwd"] = self.notebook_cwd
+        if self.imports:
+            d["imports"] = self.imports
         d.update(base=self.base, grid=self.grid, resources=self.resources, ray=self.ray)
         return d
 
 
-def _with_hints(names: list[str], known: tuple[str, ...] | list[str]) -> str:
-    """``'gird' (did you mean 'grid'?)`` for each unknown name."""
-    out = []
-    for name in names:
-        close = difflib.get_close_matches(str(name), list(known), n=1)
-        out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ", ".join(out)
+def _imports(value: Any) -> list[str]:
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"sweep `imports` must be a module name or a list of module names, got {value!r}")
+    return list(names)
 
 
 def _check_grid(grid: Any, base: Mapping[str, Any], index: int | None) -> dict[str, list[Any]]:
@@ -235,11 +266,12 @@ def expand(spec: SweepSpec) -> list[Cell]:
 # the driver
 # --------------------------------------------------------------------------------------
 def cell_states(spec: SweepSpec, sweep_dir: Path | None = None) -> dict[str, str]:
-    """``{cell_id: "done" | "failed" | "pending"}`` from the files in the sweep directory."""
-    sweep_dir = Path(sweep_dir or spec.out_dir)
+    """``{cell_id: "done" | "failed" | "pending"}`` from the files in the sweep directory; a
+    damaged row file is set aside and its cell is not done (:func:`finished_row`)."""
+    sweep_dir = Path(sweep_dir) if sweep_dir is not None else spec.sweep_dir
     states = {}
     for cell in expand(spec):
-        if cell_file(sweep_dir, cell.cell_id).exists():
+        if finished_row(sweep_dir, cell.cell_id) is not None:
             states[cell.cell_id] = "done"
         elif failure_file(sweep_dir, cell.cell_id).exists():
             states[cell.cell_id] = "failed"
@@ -283,7 +315,8 @@ def sweep(
     """
     spec = _as_spec(spec)
     _check_options(backend, address, max_parallel)
-    sweep_dir = _resolved_dir(spec.out_dir)
+    sweep_dir = spec.sweep_dir
+    import_modules(spec.imports)  # the names they register must be known to the checks below
     cells = expand(spec)
     states = cell_states(spec, sweep_dir)
     todo = [c for c in cells if states[c.cell_id] != "done"]
@@ -310,8 +343,25 @@ def sweep(
     if todo or not (sweep_dir / RESULTS_CSV).exists():  # a finished sweep's files stay untouched
         atomic_write_csv(sweep_dir / RESULTS_CSV, table)
     if not quiet:
-        _summary_line(spec, sweep_dir, len(cells))
+        _summary_line(spec, sweep_dir, len(cells), progress.claimed)
+    if progress.failed_rows:
+        raise SweepError(_failure_message(sweep_dir, progress.failed_rows, backend))
     return table
+
+
+class SweepError(RuntimeError):
+    """Some cells of the sweep failed (their rows are in ``failures/``; the others are kept)."""
+
+
+def _failure_message(sweep_dir: Path, failed: list[Mapping[str, Any]], backend: str) -> str:
+    first = failed[0]
+    msg = (f"{len(failed)} cell(s) failed, first {first.get('cell_id')}: {first.get('error')}; tracebacks in "
+           f"{sweep_dir / FAILURES_DIR}; the finished cells are kept, rerun with --resume (resume=True) to retry")
+    if backend == "ray" and any(str(r.get("error", "")).startswith("ValueError: unknown ") for r in failed):
+        msg += (". A name registered in your own script is unknown to Ray's worker processes: put the "
+                "registration in an importable module and list it under `imports:` in the sweep file (or ship "
+                "it with Ray's runtime_env), or run with --serial")
+    return msg
 
 
 def _check_options(backend: str, address: str | None, max_parallel: int | None) -> None:
@@ -323,37 +373,32 @@ def _check_options(backend: str, address: str | None, max_parallel: int | None) 
         raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
 
 
-def _resolved_dir(out_dir: str) -> Path:
-    path = Path(out_dir).expanduser()
-    return (path if path.is_absolute() else Path.cwd() / path).resolve()
-
-
 def _tasks(spec: SweepSpec, todo: list[Cell], sweep_dir: Path) -> list[CellTask]:
     """The tasks of the unfinished cells, after checking that they can run at all."""
     if spec.notebook:
-        target = Path(spec.notebook).expanduser().resolve()
+        target = spec.path(spec.notebook)
         if not target.is_file():
-            raise FileNotFoundError(f"sweep notebook {spec.notebook!r} does not exist (cwd {os.getcwd()})")
+            raise FileNotFoundError(f"sweep notebook {spec.notebook!r} does not exist (looked for {str(target)!r})")
         target_name = str(target)
     else:
         resolve_callable(spec.run)  # fail early on a bad target
         target_name = spec.run
         if todo and spec.run == DEFAULT_FUNCTION:
             _preflight(todo)  # every config and its data, before the first cell runs
-    notebook_cwd = str(Path(spec.notebook_cwd).resolve()) if spec.notebook_cwd else None
+    notebook_cwd = str(spec.path(spec.notebook_cwd)) if spec.notebook_cwd else None
     driver_git = git_revision()
     return [CellTask(sweep_dir=str(sweep_dir), sweep=spec.name, cell_id=c.cell_id, kind=spec.kind,
                      target=target_name, params=c.params, grid_values=c.grid_values, cwd=os.getcwd(),
-                     notebook_cwd=notebook_cwd, driver_git=driver_git) for c in todo]
+                     notebook_cwd=notebook_cwd, driver_git=driver_git, imports=tuple(spec.imports)) for c in todo]
 
 
-def _summary_line(spec: SweepSpec, sweep_dir: Path, total: int) -> None:
+def _summary_line(spec: SweepSpec, sweep_dir: Path, total: int, claimed: int) -> None:
     states = cell_states(spec, sweep_dir)
     counts = {s: sum(v == s for v in states.values()) for s in ("done", "failed", "pending")}
     print(f"sweep {spec.name}: {counts['done']}/{total} done, {counts['failed']} failed, "
           f"{counts['pending']} pending -> {sweep_dir / RESULTS_CSV}", file=sys.stderr)
-    if counts["failed"]:
-        print(f"  tracebacks in {sweep_dir / 'failures'}; rerun with --resume to retry", file=sys.stderr)
+    if claimed:
+        print(f"  {claimed} cell(s) skipped: another process was running them in the same folder", file=sys.stderr)
 
 
 def _preflight(cells: list[Cell]) -> None:
@@ -447,7 +492,8 @@ class _Progress:
     """done / running / failed counts with an ETA (a tqdm bar on stderr; silent when quiet)."""
 
     def __init__(self, name: str, total: int, done: int, quiet: bool):
-        self.total, self.done, self.running, self.failed = total, done, 0, 0
+        self.total, self.done, self.running, self.failed, self.claimed = total, done, 0, 0, 0
+        self.failed_rows: list[Mapping[str, Any]] = []
         self.bar = None
         if not quiet:
             self.bar = tqdm(total=total, initial=done, desc=f"sweep {name}", unit="cell",
@@ -462,12 +508,18 @@ class _Progress:
         self.running -= 1
         if row.get("status") == "done":
             self.done += 1
+        elif row.get("status") == "claimed":  # another process on the same folder runs it
+            self.claimed += 1
+            if self.bar is not None:
+                self.bar.write(f"cell {row.get('cell_id')} skipped: {row.get('error')}")
         else:
             self.failed += 1
+            self.failed_rows.append(row)
             if self.bar is not None:
                 self.bar.write(f"cell {row.get('cell_id')} failed: {row.get('error')}")
         if self.bar is not None:
-            self.bar.set_postfix(done=self.done, running=self.running, failed=self.failed, refresh=False)
+            self.bar.set_postfix(done=self.done, running=self.running, failed=self.failed, skipped=self.claimed,
+                                 refresh=False)
             self.bar.update(1 if row.get("status") == "done" else 0)
             self.bar.refresh()
 

@@ -18,13 +18,14 @@ is allowed), and :meth:`Options.from_dict` also refuses unknown names. ``score()
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from fts_core.hints import unknown_names
 
 __all__ = ["Options", "NoOptions", "option", "Criterion", "CRITERIA", "criterion"]
 
@@ -102,11 +103,7 @@ class Options:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in known]
         if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), known, n=1)
-                hints.append(repr(k) + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown option(s) {', '.join(hints)} for criterion {cls.criterion_name()!r}; "
+            raise ValueError(f"unknown option(s) {unknown_names(unknown, known)} for criterion {cls.criterion_name()!r}; "
                              f"allowed: {', '.join(known) or 'none'}")
         return cls(**values)
 

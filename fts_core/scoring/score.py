@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fts_core.hints import unknown_names
 from fts_core.masks.prunable import prunable_parameters
 from fts_core.scoring.context import ScoringContext
 from fts_core.scoring.persample import STRATEGIES
@@ -95,7 +96,7 @@ def resolve_prunable(model: nn.Module, prunable: Any) -> dict[str, nn.Parameter]
 
 def _check_call(criterion: str, model: Any, bn_mode: str | None, strategy: str, chunk_size: Any) -> Criterion:
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+        raise ValueError(f"unknown criterion {unknown_names([criterion], CRITERIA)}; known: {', '.join(CRITERIA)}")
     if bn_mode is not None and bn_mode not in BN_MODES:
         raise ValueError(f"unknown bn_mode {bn_mode!r}; allowed: None, {', '.join(map(repr, BN_MODES))}")
     if strategy not in STRATEGIES:
@@ -140,11 +141,20 @@ def _check_labels(model: nn.Module, raw: list, device: torch.device, dtype: torc
     """Labels must index the model's outputs (one probe forward in eval mode finds how many)."""
     ymin, ymax = label_range(raw)
     modes = [(m, m.training) for m in model.modules()]
-    with torch.no_grad():  # eval for the probe forward (one sample: batch statistics would fail)
-        probe = to_device([(raw[0][0][:1], raw[0][1][:1])], device, dtype)[0][0]
-        num_classes = model.eval()(probe).shape[-1]
-    for m, t in modes:
-        m.training = t
+    probe = to_device([(raw[0][0][:1], raw[0][1][:1])], device, dtype)[0][0]
+    try:
+        with torch.no_grad():  # eval for the probe forward (one sample: batch statistics would fail)
+            num_classes = model.eval()(probe).shape[-1]
+    except RuntimeError as err:
+        if probe.is_floating_point():
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the inputs are {probe.dtype} (integer) and the model cannot take them ({first}); convert "
+                         "images to floating point (x.float()), or give integer token ids only to a model that "
+                         "embeds them (nn.Embedding)") from None
+    finally:
+        for m, t in modes:
+            m.training = t
     if ymin < 0 or ymax >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}] (the model's outputs), got min {ymin}, max {ymax}")
 

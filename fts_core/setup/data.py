@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from fts_core.hints import unknown_names
 from fts_core.setup.datasets import DATASETS, DEFAULT_ROOT, RawData
 from fts_core.setup.device import resolve_device
 from fts_core.setup.loader import DataBundle, Split, check_seed
@@ -74,7 +75,8 @@ def check_available(name: str, root: str | os.PathLike | None = None, download: 
 def _read(name: str, root: str | os.PathLike | None, download: bool | None, options: dict) -> RawData:
     """The dataset function's raw data, with ``root`` and ``download`` resolved (see :func:`load_data`)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+        raise ValueError(f"unknown dataset {unknown_names([name], DATASETS)}; known datasets: "
+                         f"{', '.join(sorted(DATASETS))}")
     if download is None:
         download = os.environ.get("FTS_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")
     explicit = root if root is not None else os.environ.get("FTS_DATA")

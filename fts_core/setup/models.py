@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from fts_core.hints import unknown_names
+
 ModelFn = Callable[..., nn.Module]
 
 MODELS: dict[str, ModelFn] = {}
@@ -60,7 +62,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, width: f
         **kwargs: model-specific options (e.g. ``hidden``, ``input_size`` for ``mlp``).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"unknown model {unknown_names([name], MODELS)}; known models: {', '.join(sorted(MODELS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:

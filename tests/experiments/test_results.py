@@ -76,8 +76,9 @@ def test_load_results_reads_csv_run_dirs_and_filters(table, tmp_path):
         run_dir = tmp_path / "runs" / f"run{i}"
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps({
-            "run_name": f"run{i}", "config": {"criterion": crit, "sparsity": 0.9, "seed": 0, "device": "auto"},
-            "test_accuracy_final": 0.5 + i / 10, "sparsity": 0.9, "device": "cpu (x, 2 threads)",
+            "run_name": f"run{i}", "run_dir": str(run_dir),
+            "config": {"criterion": crit, "sparsity": 0.9, "seed": 0, "device": "auto"},
+            "test_accuracy_final": 0.5 + i / 10, "test_accuracy_best_val": 0.5, "best_epoch": 0, "sparsity": 0.9, "device": "cpu (x, 2 threads)",
             "versions": {"torch": "2"}, "git_revision": "abc", "history": {}}))
     runs = load_results(tmp_path / "runs")
     assert sorted(runs["cell_id"]) == ["run0", "run1"]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fts_core.experiments.results import load_results
-from fts_core.experiments.sweeps import SweepSpec, cell_states, expand, sweep
+from fts_core.experiments.sweeps import SweepError, SweepSpec, cell_states, expand, sweep
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -172,8 +172,9 @@ def test_failed_cells_keep_their_traceback_and_are_retried(tmp_path):
     flag.write_text("x")
     spec = _spec(tmp_path, base={"dataset": "digits", "fail_flag": str(flag)},
                  grid={"criterion": ["fts"], "sparsity": [0.9, 0.95], "seed": [0]})
-    table = sweep(spec, backend="serial", quiet=True)
-    assert len(table) == 0
+    with pytest.raises(SweepError, match=r"2 cell\(s\) failed, first .*planned failure"):  # kept, and said so
+        sweep(spec, backend="serial", quiet=True)
+    assert len(load_results(tmp_path / "sweep")) == 0
     failures = sorted((tmp_path / "sweep" / "failures").glob("*.json"))
     assert len(failures) == 2
     record = json.loads(failures[0].read_text())
