@@ -14,7 +14,7 @@ where oneDNN is safe for the model; the other layout is printed for information)
 Same model (ResNet18 at the given width, same initial weights, 90 % random global mask), same
 images (CIFAR-shaped random uint8; no CIFAR files needed), same batch size.
 
-Measurements and targets (issue 3, "Performance"); all ratios are measured in one process run:
+Measurements and targets; all ratios are measured in one process run:
   1. data pipeline alone (augment + batch + normalise, no model; batch 512): ours / reference images/s >= 10
   2. one training epoch, images/s: ours / reference >= 1.5 at reduced width, >= 1.0 at full width
   3. masked / dense time per training step (ours) <= 1.05; for the record, the same step with the
@@ -24,7 +24,7 @@ Timings take the best of ``--repeats`` interleaved repetitions (noise on a share
 only ever makes a run slower). Run it on an otherwise idle machine: with more runnable
 processes than cores, torch's OpenMP threads wait for each other and every number collapses
 (the benchmark warns when the load average says so; ``--threads 1`` is then more stable).
-Exit status 1 when a target is missed.
+Exit status 1 when a target is missed (``--quick``: only when a measurement crashes).
 """
 from __future__ import annotations
 
@@ -351,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| masked vs dense step, width {rw:g} (ms/step) | {masked * 1e3:.1f} | {dense * 1e3:.1f} (dense) | "
           f"{masked / dense:.3f} | ≤ 1.05 | {'yes' if mask_ok else 'NO'} |")
     failed = [r[0] for r in rows if not r[4]] + ([] if mask_ok else ["mask overhead"])
+    if q:  # a smoke run on small sizes checks that every measurement runs, not the targets
+        print("\nsmoke run: every measurement ran" + (f" (targets not checked by --quick: {'; '.join(failed)})"
+                                                       if failed else ""))
+        return 0
     if failed:
         print(f"\nMISSED TARGETS: {'; '.join(failed)}", file=sys.stderr)
         return 1

@@ -61,7 +61,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from fts_core.masks.prunable import owner
-from fts_core.scoring.layer_rules import RULES, NotExact, padded_input
+from fts_core.scoring.layer_rules import RULES, NotExact, add_squares, padded_input
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
@@ -429,6 +429,6 @@ def _run_vmap(model, names, batches, g_sum, f_sum, temperature, chunk, bar) -> N
             gs = per_sample(train_params, x[start:start + chunk], y[start:start + chunk])
             for i, n in enumerate(names):
                 g_sum[i].add_(gs[n].sum(0))
-                f_sum[i].add_(gs[n].square().sum(0))
+                add_squares(f_sum[i], gs[n])
             del gs
             bar.update(min(chunk, int(x.shape[0]) - start))
