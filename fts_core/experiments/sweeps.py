@@ -360,7 +360,7 @@ def _failure_message(sweep_dir: Path, failed: list[Mapping[str, Any]], backend: 
     if backend == "ray" and any(str(r.get("error", "")).startswith("ValueError: unknown ") for r in failed):
         msg += (". A name registered in your own script is unknown to Ray's worker processes: put the "
                 "registration in an importable module and list it under `imports:` in the sweep file (or ship "
-                "it with Ray's runtime_env), or run with --serial")
+                "it with Ray's runtime_env), or call sweep(..., backend='serial') from the script that registers it")
     return msg
 
 
