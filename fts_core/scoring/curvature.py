@@ -14,7 +14,7 @@ shifts, the classifier), and only then restricted to the prunable entries::
 
 Restricting ĝ and H to the prunable block first (H_PP ĝ_P) would drop the cross term H_PO ĝ_O
 through the classifier, biases and BatchNorm, and give different scores (the float64
-reference test of ``tests/test_criteria.py`` tells the two apart); ``wrt=params`` still gives
+reference test of ``tests/scoring/test_criteria.py`` tells the two apart); ``wrt=params`` still gives
 that restricted product on request.
 
 **Hutchinson** (:func:`hutchinson_diag`): diag(H)_P does not depend on which other parameters
