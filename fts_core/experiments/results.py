@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from fts_core.experiments.statistics import percent
 from fts_core.io import (
     CELL_ROW,
     FAILURE_ROW,
@@ -125,10 +126,6 @@ def _result_files(p: Path, status: str) -> list[tuple[Path, str]]:
     if (p / "result.json").exists():
         return [(p / "result.json", "run")]
     return [(f, "run") for f in sorted(p.rglob("result.json"))]
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def _read(file: Path, kind: str) -> tuple[dict[str, Any], str]:
@@ -377,10 +374,6 @@ def _nz(x: float) -> float:
     return 0.0 if x is None or math.isnan(x) else x
 
 
-def _pct(s: float) -> str:
-    return f"{100 * s:g}\u00a0%"  # a no-break space keeps "90 %" on one line
-
-
 def ordering_sentence(comparison: Mapping[str, Any], *, ours: str, paper: str = "the paper's Table 1",
                       same_setting: bool = False) -> str:
     """A sentence, generated from :func:`compare_ordering`, on how the orderings compare.
@@ -395,8 +388,8 @@ def ordering_sentence(comparison: Mapping[str, Any], *, ours: str, paper: str = 
     def chain(ranking: Sequence[str]) -> str:
         return " > ".join(label(x) for x in ranking)
 
-    ours_txt = "; ".join(f"{_pct(s)}: {chain(c['ours'][s])}" for s in sps)
-    paper_txt = "; ".join(f"{_pct(s)}: {chain(c['paper'][s])}" for s in sps)
+    ours_txt = "; ".join(f"{percent(s)}: {chain(c['ours'][s])}" for s in sps)
+    paper_txt = "; ".join(f"{percent(s)}: {chain(c['paper'][s])}" for s in sps)
     pairs, resolved, agree = c["pairs"], c["resolved"], c["agree"]
     text = f"Ordering by mean test accuracy ({ours}): {ours_txt}; {paper}: {paper_txt}. "
     if resolved == 0:

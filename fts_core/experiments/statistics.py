@@ -119,7 +119,8 @@ def format_ci(mean: float, low: float, high: float, scale: float = 100.0, digits
     return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
-def _pct(s: float) -> str:
+def percent(s: float) -> str:
+    """``0.9`` -> ``"90 %"`` (a no-break space keeps it on one line)."""
     return f"{100 * s:g}\u00a0%"
 
 
@@ -150,7 +151,7 @@ def resolved_sentence(diffs: pd.DataFrame, label=lambda c: c, scale: float = 100
             bits.append(f"{ref} is worse than {listing(worse)}")
         if len(open_):
             bits.append("not resolved against " + ", ".join(label(r.other) for r in open_.itertuples()))
-        parts.append(f"At {_pct(sparsity)}, " + "; ".join(bits) + ".")
+        parts.append(f"At {percent(sparsity)}, " + "; ".join(bits) + ".")
     return (f"Differences {ref} − X in test accuracy ({unit}), paired over {n} seeds, with "
             f"{int(100 * confidence)} % intervals. " + " ".join(parts))
 
