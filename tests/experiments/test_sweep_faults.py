@@ -259,28 +259,23 @@ def test_unknown_names_suggest_the_closest():
         RunConfig(dataset="digit").check_names()
 
 
-# ---------------------------------------------------------------------- 6. registered names on Ray
-@pytest.mark.slow
-def test_a_name_registered_in_user_code_reaches_ray_workers_through_imports(tmp_path):
-    """Without ``imports:`` Ray's workers do not know the name: the sweep fails and says how to fix
-    it (it used to report success with 0 rows); with it every cell finishes."""
-    spec = {"name": "reg", "run": "fts_core:run", "resources": {"num_cpus": 1},
-            "base": {"dataset": "digits", "model": "small_cnn", "width": 0.25, "epochs": 1, "subset": 100,
-                     "batch_size": 50, "criterion": "abs_weight_test", "sparsity": 0.5, "seed": 0, "device": "cpu"},
-            "grid": {"lr": [0.05]},
-            "ray": {"num_cpus": 1, "include_dashboard": False, "log_to_driver": False,
-                    "object_store_memory": 80 * 1024**2}}
-    code = ("import sys, yaml, registered_here\nfrom fts_core.experiments.sweeps import sweep\n"
-            "print(len(sweep(yaml.safe_load(open(sys.argv[1])), quiet=True)))")
-    env = {**ENV, "RAY_AUTH_MODE": "disabled", "RAY_agent_register_timeout_ms": "120000"}  # a slow start under load
-    outcomes = {}
-    for imports in ([], ["registered_here"]):
-        path = tmp_path / f"s{len(imports)}.yaml"
-        path.write_text(yaml.safe_dump({**spec, "out_dir": str(tmp_path / f"out{len(imports)}"), "imports": imports}))
-        outcomes[len(imports)] = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                                                text=True, env=env, timeout=600, start_new_session=True)
-    without, with_imports = outcomes[0], outcomes[1]
-    assert without.returncode != 0 and "SweepError: 1 cell(s) failed" in without.stderr, without.stderr[-3000:]
-    assert "unknown criterion 'abs_weight_test'" in without.stderr and "`imports:`" in without.stderr
-    assert with_imports.returncode == 0, with_imports.stderr[-3000:]
-    assert with_imports.stdout.strip().splitlines()[-1] == "1"
+def test_integer_inputs_on_a_model_that_expects_floats_are_named():
+    import torch
+    from torch import nn
+
+    from fts_core.scoring import score
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    x, y = torch.randint(0, 5, (4, 1, 8, 8)), torch.randint(0, 3, (4,))
+    with pytest.raises(ValueError, match=r"the inputs are torch.int64 \(integer\) and the model cannot take them"):
+        score("fts", model, [(x, y)], prunable={"0.weight": model[0].weight})
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(ValueError, match=r"unknown criterion 'fst' \(did you mean 'fts'\?\)"):
+        RunConfig(criterion="fst").check_names()
+    with pytest.raises(ValueError, match=r"unknown model 'resnet81' \(did you mean 'resnet18'\?\)"):
+        RunConfig(model="resnet81").check_names()
+    with pytest.raises(ValueError, match=r"unknown dataset 'digit' \(did you mean 'digits'\?\)"):
+        RunConfig(dataset="digit").check_names()
+

@@ -286,6 +286,33 @@ def test_ray_sweep_survives_kill_9(tmp_path):
     assert len(run_dirs) == 8
 
 
+# ---------------------------------------------------------------------- registered names on Ray
+@pytest.mark.slow
+def test_a_name_registered_in_user_code_reaches_ray_workers_through_imports(tmp_path):
+    """(Beside the other Ray test, so that pytest-xdist never starts two Ray instances at once.)
+    Without ``imports:`` Ray's workers do not know the name: the sweep fails and says how to fix
+    it (it used to report success with 0 rows); with it every cell finishes."""
+    spec = {"name": "reg", "run": "fts_core:run", "resources": {"num_cpus": 1},
+            "base": {"dataset": "digits", "model": "small_cnn", "width": 0.25, "epochs": 1, "subset": 100,
+                     "batch_size": 50, "criterion": "abs_weight_test", "sparsity": 0.5, "seed": 0, "device": "cpu"},
+            "grid": {"lr": [0.05]},
+            "ray": {"num_cpus": 1, "include_dashboard": False, "log_to_driver": False,
+                    "object_store_memory": 80 * 1024**2}}
+    code = ("import sys, yaml, registered_here\nfrom fts_core.experiments.sweeps import sweep\n"
+            "print(len(sweep(yaml.safe_load(open(sys.argv[1])), quiet=True)))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "RAY_AUTH_MODE": "disabled"}
+    outcomes = {}
+    for imports in ([], ["registered_here"]):
+        path = tmp_path / f"s{len(imports)}.yaml"
+        path.write_text(yaml.safe_dump({**spec, "out_dir": str(tmp_path / f"out{len(imports)}"), "imports": imports}))
+        outcomes[len(imports)] = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                                                text=True, env=env, timeout=600, start_new_session=True)
+    without, with_imports = outcomes[0], outcomes[1]
+    assert without.returncode != 0 and "SweepError: 1 cell(s) failed" in without.stderr, without.stderr[-3000:]
+    assert "unknown criterion 'abs_weight_test'" in without.stderr and "`imports:`" in without.stderr
+    assert with_imports.returncode == 0, with_imports.stderr[-3000:]
+    assert with_imports.stdout.strip().splitlines()[-1] == "1"
+
 # ---------------------------------------------------------------------- notebook 04 on CIFAR-layout files
 _MD5_BYPASS = '''\
 import os
