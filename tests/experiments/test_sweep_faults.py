@@ -257,25 +257,3 @@ def test_unknown_names_suggest_the_closest():
         RunConfig(model="resnet81").check_names()
     with pytest.raises(ValueError, match=r"unknown dataset 'digit' \(did you mean 'digits'\?\)"):
         RunConfig(dataset="digit").check_names()
-
-
-def test_integer_inputs_on_a_model_that_expects_floats_are_named():
-    import torch
-    from torch import nn
-
-    from fts_core.scoring import score
-
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
-    x, y = torch.randint(0, 5, (4, 1, 8, 8)), torch.randint(0, 3, (4,))
-    with pytest.raises(ValueError, match=r"the inputs are torch.int64 \(integer\) and the model cannot take them"):
-        score("fts", model, [(x, y)], prunable={"0.weight": model[0].weight})
-
-
-def test_unknown_names_suggest_the_closest():
-    with pytest.raises(ValueError, match=r"unknown criterion 'fst' \(did you mean 'fts'\?\)"):
-        RunConfig(criterion="fst").check_names()
-    with pytest.raises(ValueError, match=r"unknown model 'resnet81' \(did you mean 'resnet18'\?\)"):
-        RunConfig(model="resnet81").check_names()
-    with pytest.raises(ValueError, match=r"unknown dataset 'digit' \(did you mean 'digits'\?\)"):
-        RunConfig(dataset="digit").check_names()
-
