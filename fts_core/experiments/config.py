@@ -30,7 +30,8 @@ import yaml
 from fts_core.hints import unknown_names
 from fts_core.io import load_yaml_mapping
 from fts_core.masks.select import ROUNDINGS, SCOPES
-from fts_core.scoring import BN_MODES, CRITERIA, STRATEGIES, Options
+from fts_core.scoring import BN_MODES, CRITERIA, Options
+from fts_core.scoring.persample import check_strategy
 from fts_core.setup.datasets import DATASETS
 from fts_core.setup.models import MODELS
 
@@ -259,8 +260,8 @@ class RunConfig:
             value = getattr(self, key)
             if value not in registry:
                 raise ValueError(f"unknown {key} {unknown_names([value], registry)}; known: {', '.join(sorted(registry))}")
-        for key, allowed in (("bn_mode", BN_MODES), ("strategy", STRATEGIES), ("rounding", ROUNDINGS),
-                             ("scope", SCOPES)):
+        check_strategy(self.strategy, "config strategy")
+        for key, allowed in (("bn_mode", BN_MODES), ("rounding", ROUNDINGS), ("scope", SCOPES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"config {key}={getattr(self, key)!r}: allowed: {', '.join(map(str, allowed))}")
         try:
@@ -275,7 +276,7 @@ class RunConfig:
         options = dict(self.criterion_options)
         if crit.iterative and options.get("sparsity") is None:
             options["sparsity"] = self.sparsity
-        return crit.options.from_dict(options)
+        return crit.make_options(options)
 
 
 # ---------------------------------------------------------------------- type coercion

@@ -18,6 +18,7 @@ Accuracies are fractions in [0, 1]; the paper's numbers are percentages (use ``s
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,23 +37,8 @@ from fts_core.io import (
     DamagedFileWarning,
     read_record,
 )
+from fts_core.scoring.registry import CRITERIA
 
-# our criterion keys -> the paper's column labels (Table 1 of arXiv 2502.11450 v1)
-CRITERION_LABELS: dict[str, str] = {
-    "random": "Random",
-    "magnitude": "Magnitude",
-    "grad_norm": "GN",
-    "snip": "SNIP",
-    "grasp": "GraSP",
-    "fisher_diag": "FD",
-    "fisher_pruning": "FP",
-    "fts": "FTS",
-    "fbss": "FBSS",
-    "synflow": "SynFlow",
-    "hutchinson_diag": "HD",
-    "hutchinson_pruning": "HP",
-    "hts": "HTS",
-}
 PAPER_TABLE_FILE = Path(__file__).resolve().parent / "paper_results" / "paper_table1.csv"
 
 # result keys renamed in the table (the runner's "sparsity" is the realised one)
@@ -190,15 +176,16 @@ def summarise(table: pd.DataFrame, value: str = "test_accuracy_final", by: Seque
 
 
 def label(criterion: str) -> str:
-    """The paper's name of a criterion (``"fts"`` -> ``"FTS"``); unknown names as given."""
-    return CRITERION_LABELS.get(criterion, criterion)
+    """A criterion's label from the registry (``"fts"`` -> ``"FTS"``); unknown names as given."""
+    return CRITERIA[criterion].label if criterion in CRITERIA else criterion
 
 
 def order(criteria: Iterable[str]) -> list[str]:
-    """Criteria in the paper's column order, unknown ones after, in the order given."""
+    """Criteria in the paper's column order (its Table 1), then the other registered ones in
+    registry order, then unknown ones in the order given."""
     criteria = list(dict.fromkeys(criteria))
-    known = [c for c in CRITERION_LABELS if c in criteria]
-    return known + [c for c in criteria if c not in CRITERION_LABELS]
+    known = [c for c in dict.fromkeys([*_paper_criteria(), *CRITERIA]) if c in criteria]
+    return known + [c for c in criteria if c not in known]
 
 
 def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
@@ -265,6 +252,12 @@ def paper_citation() -> str:
 
 def _paper_table() -> pd.DataFrame:
     return pd.read_csv(PAPER_TABLE_FILE, comment="#")
+
+
+@functools.lru_cache(maxsize=1)
+def _paper_criteria() -> tuple[str, ...]:
+    """The criteria of the paper's Table 1, in its column order."""
+    return tuple(dict.fromkeys(_paper_table()["criterion"]))
 
 
 def paper_summary(paper: pd.DataFrame) -> pd.DataFrame:

@@ -58,7 +58,6 @@ config at the same time.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -104,8 +103,7 @@ from fts_core.io import (
     set_aside,
 )
 from fts_core.masks import apply_masks, collapsed_layers, layer_density, make_masks, prunable_parameters
-from fts_core.scoring import CRITERIA, score
-from fts_core.scoring.persample import hooks_supported
+from fts_core.scoring import check_scoring, score
 from fts_core.setup.data import load_data
 from fts_core.setup.device import resolve_device, synchronize
 from fts_core.setup.layout import resolve_channels_last
@@ -156,55 +154,27 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path, **overrides: Any) ->
             remove_stale_temporaries(run_dir)
             if not (run_dir / RUN_CONFIG).exists():
                 atomic_write_text(run_dir / RUN_CONFIG, cfg.to_yaml())
-            return _Run(cfg, run_dir, data, model, device, channels_last).execute()
+            return _Run(cfg, run_dir, data, model, prunable, device, channels_last).execute()
         except BaseException:
             if created and not list_checkpoints(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
 
+#: RunConfig's names for score()'s arguments, so that refusals name the config field
+_CONFIG_NAMES = {name: f"config {field}" for name, field in (
+    ("num_samples", "score_samples"), ("per_class", "per_class"), ("bn_mode", "bn_mode"), ("strategy", "strategy"),
+    ("chunk_size", "chunk_size"))}
+
+
 def _check_scoring(cfg: RunConfig, data: Any, model: nn.Module, prunable: Mapping[str, nn.Parameter]) -> None:
-    """What ``score()`` would refuse only after the warm-up, checked on the loaded data and the
-    fresh model (the model's mode and buffers are left as they were)."""
-    crit = CRITERIA[cfg.criterion]
-    if crit.needs_data:
-        n = len(data.train)
-        if cfg.score_samples is not None and cfg.score_samples > n:
-            raise ValueError(f"config score_samples={cfg.score_samples}: the training split has only {n} images "
-                             f"(dataset {cfg.dataset!r}, subset={cfg.subset!r}, val_fraction={cfg.val_fraction}); "
-                             f"use at most {n} or null (all of them)")
-        if cfg.per_class is not None:
-            counts = torch.bincount(data.train.y.cpu(), minlength=data.num_classes)
-            present = counts[counts > 0]
-            smallest = int(present.min()) if present.numel() else 0
-            if cfg.per_class > smallest:
-                c = int(torch.nonzero(counts == smallest)[0])
-                raise ValueError(f"config per_class={cfg.per_class}: class {c} of the training split has only "
-                                 f"{smallest} images; use at most {smallest} or null")
-    if not crit.per_sample:
-        return
-    # per-sample statistics need BatchNorm on running statistics; at the pruning point the model
-    # is in train mode (fresh, or just after a training epoch), so "as_is" means batch statistics
-    bn = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    no_stats = [name for name in bn if getattr(model.get_submodule(name), "running_mean", None) is None]
-    if no_stats:
-        raise ValueError(f"config criterion={cfg.criterion!r} needs per-sample gradients, but model {cfg.model!r} has "
-                         f"BatchNorm {no_stats[0]!r} without running statistics (track_running_stats=False); use a "
-                         "criterion without per-sample statistics")
-    if bn and cfg.bn_mode != "eval":
-        raise ValueError(f"config bn_mode={cfg.bn_mode!r}: criterion {cfg.criterion!r} needs per-sample gradients, "
-                         f"but BatchNorm {bn[0]!r} would use batch statistics while scoring; use "
-                         "bn_mode='eval' (the authors' setting) or a criterion without per-sample statistics")
-    if cfg.strategy == "hooks":
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()  # as score() sees it with bn_mode="eval"
-        try:
-            why = hooks_supported(model, dict(prunable))
-        finally:
-            for m, t in modes:
-                m.training = t
-        if why is not None:
-            raise ValueError(f"config strategy='hooks' cannot handle {why}; use 'auto', 'vmap' or 'loop'")
+    """``score()``'s own preconditions (:func:`~fts_core.scoring.check_scoring`), checked on the
+    training split and the fresh model before anything is written: at the pruning point the
+    model is in train mode too (fresh, or just after a training epoch)."""
+    probe = next(iter(data.loader("train", 1, augment=False, shuffle=False)))[0]
+    check_scoring(cfg.criterion, model, labels=data.train.y, probe=probe, num_samples=cfg.score_samples,
+                  per_class=cfg.per_class, chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, strategy=cfg.strategy,
+                  prunable=prunable, options=cfg.criterion_options_record(), spelled=_CONFIG_NAMES)
 
 
 # ---------------------------------------------------------------------- run directory
@@ -271,9 +241,10 @@ def _build_model(cfg: RunConfig, data: Any, device: torch.device) -> nn.Module:
 class _Run:
     """State of one run between epochs (everything a checkpoint holds)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module, device: torch.device,
-                 channels_last: bool) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: Any, model: nn.Module,
+                 prunable: dict[str, nn.Parameter], device: torch.device, channels_last: bool) -> None:
         self.cfg, self.run_dir, self.data, self.model, self.device = cfg, run_dir, data, model, device
+        self.prunable = prunable  # the run's one prunable set (parameters of ``model``)
         self.channels_last = channels_last  # cfg.channels_last resolved (fts_core.setup.layout)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.milestones, cfg.gamma)
@@ -345,15 +316,13 @@ class _Run:
                 refresh_batchnorm(self.model, loader)
         loader = self.data.loader("train", cfg.score_batch_size or cfg.batch_size, seed=cfg.seed,
                                   epoch=cfg.prune_epoch, augment=cfg.augment)
-        prunable = prunable_parameters(self.model, cfg.prunable)
-        options = dataclasses.asdict(cfg.criterion_options_record())  # SynFlow: the run's sparsity as target
         synchronize(self.device)
         start = time.perf_counter()
         # bn_mode explicitly (default "eval", the authors'): score()'s own default refuses
         # per-sample criteria on BatchNorm in train mode, and the model is in train mode here
         scores = score(cfg.criterion, self.model, loader, num_samples=cfg.score_samples, per_class=cfg.per_class,
                        chunk_size=cfg.chunk_size, bn_mode=cfg.bn_mode, seed=cfg.seed, strategy=cfg.strategy,
-                       prunable=prunable, quiet=cfg.quiet, **options)
+                       prunable=self.prunable, quiet=cfg.quiet, options=cfg.criterion_options_record())
         masks = make_masks(scores, cfg.sparsity, scope=cfg.scope, rounding=cfg.rounding)
         synchronize(self.device)
         self.scoring_seconds = time.perf_counter() - start

@@ -93,17 +93,12 @@ class HutchinsonOptions(Options):
 
 
 @dataclass(frozen=True)
-class HutchinsonPruningOptions(HutchinsonOptions):
-    pass
-
-
-@dataclass(frozen=True)
 class HtsOptions(HutchinsonOptions, TaylorOptions):
     pass
 
 
 # --------------------------------------------------------------------------- criteria
-@criterion("random", needs_data=False)
+@criterion("random", label="Random", needs_data=False)
 def random_scores(ctx: ScoringContext) -> Scores:
     """Uniform [0, 1) scores from a CPU generator seeded by ``seed`` (device-independent)."""
     gen = torch.Generator().manual_seed(int(ctx.seed))
@@ -111,26 +106,26 @@ def random_scores(ctx: ScoringContext) -> Scores:
             for n, p in ctx.params.items()}
 
 
-@criterion("magnitude", needs_data=False)
+@criterion("magnitude", label="Magnitude", needs_data=False)
 def magnitude(ctx: ScoringContext) -> Scores:
     """|θ|."""
     return {n: t.abs() for n, t in ctx.theta.items()}
 
 
-@criterion("grad_norm")
+@criterion("grad_norm", label="GN")
 def grad_norm(ctx: ScoringContext) -> Scores:
     """|ĝ| elementwise (GN)."""
     return {n: g.abs() for n, g in ctx.mean_grad().items()}
 
 
-@criterion("snip")
+@criterion("snip", label="SNIP")
 def snip(ctx: ScoringContext) -> Scores:
     """|θ ⊙ ĝ| (connection sensitivity)."""
     g, th = ctx.mean_grad(), ctx.theta
     return {n: Fm.snip(th[n], g[n]) for n in ctx.names}
 
 
-@criterion("grasp", options=GraspOptions)
+@criterion("grasp", label="GraSP", options=GraspOptions)
 def grasp(ctx: ScoringContext) -> Scores:
     """−θ_P ⊙ (Hĝ)_P (authors: keep highest) or θ_P ⊙ (Hĝ)_P (``convention="reference"``)."""
     hg, th = ctx.grasp_hg(ctx.options.temperature), ctx.theta
@@ -138,7 +133,7 @@ def grasp(ctx: ScoringContext) -> Scores:
     return {n: sign * th[n] * hg[n] for n in ctx.names}
 
 
-@criterion("synflow", options=SynflowOptions, needs_data=False, iterative=True)
+@criterion("synflow", label="SynFlow", options=SynflowOptions, needs_data=False, iterative=True)
 def synflow(ctx: ScoringContext) -> Scores:
     """Final-round SynFlow scores, earlier-pruned weights at −1 (needs ``sparsity``)."""
     o = ctx.options
@@ -153,20 +148,20 @@ def synflow(ctx: ScoringContext) -> Scores:
                           schedule=o.schedule, double=o.double, convention=o.convention, quiet=ctx.quiet)
 
 
-@criterion("fisher_diag", per_sample=True)
+@criterion("fisher_diag", label="FD", per_sample=True)
 def fisher_diag(ctx: ScoringContext) -> Scores:
     """F̂ (FD)."""
     return dict(ctx.fisher())
 
 
-@criterion("fisher_pruning", per_sample=True)
+@criterion("fisher_pruning", label="FP", per_sample=True)
 def fisher_pruning(ctx: ScoringContext) -> Scores:
     """½ θ² F̂ (FP: OBD with the empirical Fisher for the Hessian)."""
     f, th = ctx.fisher(), ctx.theta
     return {n: Fm.fisher_pruning(th[n], f[n]) for n in ctx.names}
 
 
-@criterion("fts", options=TaylorOptions, per_sample=True)
+@criterion("fts", label="FTS", options=TaylorOptions, per_sample=True)
 def fts(ctx: ScoringContext) -> Scores:
     """|θ ⊙ ĝ + ½ θ² ⊙ F̂| (Fisher-Taylor sensitivity; ``sign``/``absolute`` options)."""
     f, g, th, o = ctx.fisher(), ctx.mean_grad(), ctx.theta, ctx.options
@@ -174,7 +169,7 @@ def fts(ctx: ScoringContext) -> Scores:
     return {n: Fm.taylor(th[n], g[n], f[n], sign, o.absolute) for n in ctx.names}
 
 
-@criterion("fbss", options=FbssOptions, per_sample=True)
+@criterion("fbss", label="FBSS", options=FbssOptions, per_sample=True)
 def fbss(ctx: ScoringContext) -> Scores:
     """½ (F̂+ε) (θ − ĝ/(F̂+ε))² (diagonal OBS with a gradient term, damped); ``convention="authors"``:
     the authors' undamped expression, NaN where F̂ = 0."""
@@ -184,20 +179,20 @@ def fbss(ctx: ScoringContext) -> Scores:
     return {n: Fm.fbss(th[n], g[n], f[n], o.damping) for n in ctx.names}
 
 
-@criterion("hutchinson_diag", options=HutchinsonOptions)
+@criterion("hutchinson_diag", label="HD", options=HutchinsonOptions)
 def hutchinson_diag(ctx: ScoringContext) -> Scores:
     """Ĥ = E_z[z ⊙ Hz] (Rademacher; may be negative)."""
     return dict(ctx.hutchinson(ctx.options.probes, ctx.options.temperature))
 
 
-@criterion("hutchinson_pruning", options=HutchinsonPruningOptions)
+@criterion("hutchinson_pruning", label="HP", options=HutchinsonOptions)
 def hutchinson_pruning(ctx: ScoringContext) -> Scores:
     """½ θ² Ĥ (OBD with the Hutchinson diagonal)."""
     h, th = ctx.hutchinson(ctx.options.probes, ctx.options.temperature), ctx.theta
     return {n: Fm.obd(th[n], h[n]) for n in ctx.names}
 
 
-@criterion("hts", options=HtsOptions)
+@criterion("hts", label="HTS", options=HtsOptions)
 def hts(ctx: ScoringContext) -> Scores:
     """|θ ⊙ ĝ_T + ½ θ² ⊙ Ĥ_T| (Hutchinson-Taylor sensitivity, one temperature T for both)."""
     o = ctx.options

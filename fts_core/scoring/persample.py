@@ -64,7 +64,7 @@ from fts_core.masks.prunable import owner
 from fts_core.scoring.layer_rules import RULES, NotExact, add_squares, padded_input
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
-__all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "choose_strategy", "conv_method_for",
+__all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "check_strategy", "choose_strategy", "conv_method_for",
            "hooks_supported", "hooked_owner", "register_equivalent", "HooksMismatch"]
 
 STRATEGIES = ("auto", "loop", "hooks", "vmap")
@@ -162,15 +162,22 @@ def hooks_supported(model: nn.Module, params: dict[str, Tensor]) -> str | None:
     return None
 
 
-def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str = "auto") -> str:
+def check_strategy(strategy: Any, name: str = "strategy") -> str:
+    """``strategy`` if it is one of :data:`STRATEGIES`, else ``ValueError`` naming ``name``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{name}={strategy!r}: allowed: {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def choose_strategy(model: nn.Module, params: dict[str, Tensor], strategy: str = "auto",
+                    name: str = "strategy") -> str:
     """Resolve ``strategy`` (one of :data:`STRATEGIES`) for this model before running: ``"hooks"``
     where :func:`hooks_supported`, else ``"vmap"`` (which falls back to the loop on the CPU when
-    vmap cannot run the model)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown per-sample strategy {strategy!r}; allowed: {STRATEGIES}")
+    vmap cannot run the model). ``name``: the argument's name in error messages."""
+    check_strategy(strategy, name)
     if strategy != "auto":
         if strategy == "hooks" and (why := hooks_supported(model, params)) is not None:
-            raise ValueError(f"strategy 'hooks' cannot handle {why}; use 'vmap' or 'loop'")
+            raise ValueError(f"{name}='hooks' cannot handle {why}; use 'auto', 'vmap' or 'loop'")
         return strategy
     return "hooks" if hooks_supported(model, params) is None else "vmap"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from fts_core.hints import unknown_names
 
-__all__ = ["Options", "NoOptions", "option", "Criterion", "CRITERIA", "criterion"]
+__all__ = ["Options", "OptionError", "NoOptions", "option", "Criterion", "CRITERIA", "criterion", "labels"]
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
@@ -61,7 +61,7 @@ def _check_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
         ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
         if not ok:
-            raise ValueError(f"must be {'null or ' if optional else ''}a list of positive integers, e.g. [3, 32, 32]")
+            raise ValueError(f"{'null or ' if optional else ''}a list of positive integers, e.g. [3, 32, 32]")
         return tuple(value)
     good = {bool: lambda v: isinstance(v, bool),
             int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -74,8 +74,23 @@ def _check_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
     if inside and m.get("high") is not None:
         inside = value < m["high"] if m["high_open"] else value <= m["high"]
     if not inside:
-        raise ValueError(f"must be {'null or ' if optional else ''}{_allowed(f, kind)}")
+        raise ValueError(f"{'null or ' if optional else ''}{_allowed(f, kind)}")
     return float(value) if kind is float else value
+
+
+class OptionError(ValueError):
+    """A bad criterion option: ``option`` (None for unknown names), what is wrong, and ``tail``
+    (what is allowed); :meth:`Criterion.make_options` adds the criterion's name."""
+
+    def __init__(self, option: str | None, problem: str, tail: str = "") -> None:
+        self.option, self.problem, self.tail = option, problem, tail
+        super().__init__(self.message())
+
+    def message(self, criterion: str | None = None) -> str:
+        of = f" of criterion {criterion!r}" if criterion else ""
+        if self.option is None:
+            return f"{self.problem}{' for criterion ' + repr(criterion) if criterion else ''}; {self.tail}"
+        return f"option {self.option!r}{of} must be {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -89,22 +104,16 @@ class Options:
             try:
                 object.__setattr__(self, f.name, _check_value(f, hints[f.name], value))
             except ValueError as err:
-                raise ValueError(f"option {f.name!r} of criterion {self.criterion_name()!r} {err}, got {value!r} "
-                                 f"({f.metadata.get('help', '')})") from None
-
-    @classmethod
-    def criterion_name(cls) -> str:
-        return getattr(cls, "_criterion", cls.__name__)
+                raise OptionError(f.name, f"{err}, got {value!r} ({f.metadata.get('help', '')})") from None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "Options":
-        """The record from ``{option: value}``; unknown names raise ``ValueError`` with the allowed ones."""
+        """The record from ``{option: value}``; unknown names raise :class:`OptionError`."""
         values = dict(values or {})
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in known]
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown_names(unknown, known)} for criterion {cls.criterion_name()!r}; "
-                             f"allowed: {', '.join(known) or 'none'}")
+            raise OptionError(None, f"unknown option(s) {unknown_names(unknown, known)}", f"allowed: {', '.join(known) or 'none'}")
         return cls(**values)
 
     @classmethod
@@ -124,6 +133,7 @@ class NoOptions(Options):
 class Criterion:
     """A registered criterion: ``fn(ctx) -> {name: Tensor}`` (higher = keep) and what it needs.
 
+    label: its short name in tables and figures (the paper's column label);
     needs_data: it reads scoring data; per_sample: it needs per-sample statistics (F̂), so
     BatchNorm must use running statistics and ĝ comes from the same pass; iterative: a
     procedure towards a target sparsity, which it takes as its ``sparsity`` option (SynFlow).
@@ -131,6 +141,7 @@ class Criterion:
 
     name: str
     fn: Callable[..., dict]
+    label: str
     options: type[Options] = NoOptions
     needs_data: bool = True
     per_sample: bool = False
@@ -139,14 +150,23 @@ class Criterion:
     def __call__(self, ctx: Any) -> dict:
         return self.fn(ctx)
 
+    def make_options(self, values: Mapping[str, Any] | None = None) -> Options:
+        """The options record from ``{option: value}`` (``ValueError`` naming this criterion,
+        the option, the value and what is allowed)."""
+        try:
+            return self.options.from_dict(values)
+        except OptionError as err:
+            raise ValueError(err.message(self.name)) from None
+
 
 #: name -> :class:`Criterion`
 CRITERIA: dict[str, Criterion] = {}
 
 
-def criterion(name: str, *, options: type[Options] = NoOptions, needs_data: bool = True, per_sample: bool = False,
-              iterative: bool = False) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """Register ``fn(ctx) -> {name: Tensor}`` as criterion ``name`` (see :class:`Criterion`)."""
+def criterion(name: str, *, label: str | None = None, options: type[Options] = NoOptions, needs_data: bool = True,
+              per_sample: bool = False, iterative: bool = False) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register ``fn(ctx) -> {name: Tensor}`` as criterion ``name`` (see :class:`Criterion`;
+    ``label`` defaults to ``name``)."""
     if not (isinstance(options, type) and issubclass(options, Options)):
         raise TypeError(f"criterion {name!r}: options must be an Options dataclass, got {options!r}")
     if iterative and "sparsity" not in {f.name for f in dataclasses.fields(options)}:
@@ -155,7 +175,15 @@ def criterion(name: str, *, options: type[Options] = NoOptions, needs_data: bool
     def deco(fn: Callable[..., dict]) -> Callable[..., dict]:
         if name in CRITERIA:
             raise ValueError(f"criterion {name!r} is already registered")
-        options._criterion = name  # named in its error messages
-        CRITERIA[name] = Criterion(name, fn, options, needs_data, per_sample, iterative)
+        CRITERIA[name] = Criterion(name, fn, label or name, options, needs_data, per_sample, iterative)
         return fn
     return deco
+
+
+def labels(names: list[str] | None = None) -> dict[str, str]:
+    """``{criterion: label}`` in registration order (all criteria, or ``names`` in that order;
+    an unregistered name is its own label)."""
+    if names is None:
+        return {n: c.label for n, c in CRITERIA.items()}
+    known = [n for n in CRITERIA if n in names]
+    return {n: CRITERIA[n].label if n in CRITERIA else n for n in known + [n for n in names if n not in CRITERIA]}

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["collect", "select", "to_device", "label_range"]
+__all__ = ["collect", "select", "to_device"]
 
 
 def collect(data: Any, limit: int | None = None) -> list[tuple[Tensor, Tensor]]:
@@ -47,16 +47,6 @@ def to_device(batches: list[tuple[Tensor, Tensor]], device: torch.device,
     return out
 
 
-def label_range(batches: list[tuple[Tensor, Tensor]]) -> tuple[int, int]:
-    """(min, max) label over all batches, where the labels are: one concatenation, one
-    ``aminmax``, one host sync (no per-batch ``.item()``)."""
-    where = batches[0][1].device
-    y = torch.cat([b[1].to(device=where, dtype=torch.long) for b in batches])
-    lo, hi = torch.aminmax(y)
-    ymin, ymax = torch.stack([lo, hi]).tolist()
-    return int(ymin), int(ymax)
-
-
 def select(batches: list[tuple[Tensor, Tensor]], num_samples: int | None, per_class: int | None,
             seed: int, batch_size: int) -> list[tuple[Tensor, Tensor]]:
     """Reproducible subset: ``per_class`` samples of every class or ``num_samples`` in all.
@@ -64,29 +54,22 @@ def select(batches: list[tuple[Tensor, Tensor]], num_samples: int | None, per_cl
     Indices come from ``torch.randperm`` on a CPU generator seeded by ``seed`` (over the whole
     data, or within each class), sorted back into data order; the chosen rows are gathered batch
     by batch (the inputs are never concatenated as a whole, so no second full copy of the data
-    exists) and re-batched at ``batch_size``.
+    exists) and re-batched at ``batch_size``. The arguments were checked by
+    :func:`fts_core.scoring.score.check_scoring`.
     """
     if num_samples is None and per_class is None:
         return batches
-    if num_samples is not None and per_class is not None:
-        raise ValueError("give num_samples or per_class, not both")
     sizes = [int(b[0].shape[0]) for b in batches]
     n = sum(sizes)
     gen = torch.Generator().manual_seed(int(seed))
     if per_class is not None:
-        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"per_class must be an integer >= 1, got {per_class!r}")
         y_cpu = torch.cat([b[1].reshape(-1).cpu() for b in batches])  # labels only (small)
         picks = []
         for c in torch.unique(y_cpu).tolist():
             idx = torch.nonzero(y_cpu == c).flatten()
-            if idx.numel() < per_class:
-                raise ValueError(f"per_class={per_class} but class {c} has only {idx.numel()} samples")
             picks.append(idx[torch.randperm(idx.numel(), generator=gen)[:per_class]])
         chosen = torch.cat(picks)
     else:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= n:
-            raise ValueError(f"num_samples must be an integer in [1, {n}] (the data size), got {num_samples!r}")
         chosen = torch.randperm(n, generator=gen)[:num_samples]
     chosen = torch.sort(chosen).values
     xs, ys, start = [], [], 0

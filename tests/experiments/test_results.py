@@ -31,6 +31,7 @@ from fts_core.experiments.statistics import (
     t_interval,
 )
 from fts_core.experiments.sweeps import sweep
+from fts_core.scoring.registry import CRITERIA
 
 ACC = {  # made-up accuracies per (criterion, sparsity) and a per-seed offset
     ("fts", 0.9): 0.80, ("snip", 0.9): 0.78, ("random", 0.9): 0.70,
@@ -118,7 +119,8 @@ def test_paper_numbers_are_table1_of_v1_with_citation():
     assert (fts["mean"], fts["std"], fts["label"]) == (90.55, 0.23, "FTS")
     mag = paper[(paper["criterion"] == "magnitude") & (paper["sparsity"] == 0.99)].iloc[0]
     assert (mag["mean"], mag["std"]) == (71.99, 0.28)
-    assert set(paper["criterion"]) <= set(results.CRITERION_LABELS)
+    assert set(paper["criterion"]) <= set(CRITERIA)  # the registry knows every criterion of the paper, and
+    assert all(CRITERIA[c].label == lab for c, lab in zip(paper["criterion"], paper["label"]))  # its label
     assert "2502.11450" in paper_citation() and "gollini2025fishing" in paper_citation()
     assert has_paper_results("resnet18", "cifar10") and not has_paper_results("vgg19", "cifar10")
     with pytest.raises(ValueError, match="resnet18/cifar10"):

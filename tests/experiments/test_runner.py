@@ -139,8 +139,8 @@ def test_config_hash_ignores_where_and_how_loudly_but_not_what():
     ({"bn_mode": "batch"}, r"bn_mode='batch': allowed: eval, train, as_is"),
     ({"strategy": "fast"}, r"strategy='fast': allowed: auto, loop, hooks, vmap"),
     ({"per_class": 2}, r"score_samples=32 and per_class=2: give at most one"),
-    ({"score_samples": 129}, r"score_samples=129: the training split has only 128 images"),
-    ({"score_samples": None, "per_class": 17}, r"per_class=17: class \d+ of the training split has only 1[0-6] images"),
+    ({"score_samples": 129}, r"config score_samples=129: must be an integer in \[1, 128\] \(the scoring data has 128"),
+    ({"score_samples": None, "per_class": 17}, r"config per_class=17: class \d+ of the scoring data has only 1[0-6] samples"),
     ({"bn_mode": "train"}, r"bn_mode='train': criterion 'fts' needs per-sample gradients, but BatchNorm 'bn1'"),
     ({"bn_mode": "as_is", "criterion": "fisher_diag"}, r"bn_mode='as_is': criterion 'fisher_diag' needs per-sample"),
 ])
@@ -160,7 +160,7 @@ def test_bad_scoring_settings_fail_before_any_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fts_core.experiments.runner, "train_epoch", fail)
     out = tmp_path / "runs"
-    with pytest.raises(ValueError, match=r"score_samples=1000: the training split has only 128"):
+    with pytest.raises(ValueError, match=r"config score_samples=1000: must be an integer in \[1, 128\]"):
         run({**TINY, "score_samples": 1000, "out_dir": str(out)})
     assert not out.exists()
 
@@ -190,7 +190,7 @@ def test_hooks_strategy_on_layers_it_cannot_handle_fails_up_front(tmp_path, monk
 
     monkeypatch.setitem(MODELS, "test_grouped_cnn", grouped)
     out = tmp_path / "runs"
-    with pytest.raises(ValueError, match=r"strategy='hooks' cannot handle grouped.weight: Standardized overrides"):
+    with pytest.raises(ValueError, match=r"config strategy='hooks' cannot handle grouped.weight: Standardized overrides"):
         run({**TINY, "model": "test_grouped_cnn", "strategy": "hooks", "out_dir": str(out)})
     assert not out.exists()
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import fts_core
-from fts_core.scoring import CRITERIA, curvature, score
+from fts_core.scoring import CRITERIA, check_scoring, curvature, score
 from fts_core.scoring.samples import select as _select
 from fts_core.masks import make_masks, prunable_parameters
 from small_models import bn_model, image_batches  # tests/small_models.py
@@ -281,10 +281,15 @@ def test_subset_selection_reproducible_and_balanced():
     assert not torch.equal(torch.cat([t[0] for t in a]), torch.cat([t[0] for t in c]))
     n = _select(batches, 7, None, seed=0, batch_size=16)
     assert sum(t[0].shape[0] for t in n) == 7 and len(set(torch.cat([t[0] for t in n]).flatten().tolist())) == 7
-    with pytest.raises(ValueError, match="class"):
-        _select(batches, None, 11, seed=0, batch_size=5)
-    with pytest.raises(ValueError, match="num_samples"):
-        _select(batches, 41, None, seed=0, batch_size=5)
+    net = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 4))  # score()'s one check refuses subsets that do not fit the data
+    with pytest.raises(ValueError, match=r"per_class=11: class 0 of the scoring data has only 10 samples"):
+        check_scoring("snip", net, labels=y, per_class=11)
+    with pytest.raises(ValueError, match=r"num_samples=41: must be an integer in \[1, 40\]"):
+        check_scoring("snip", net, labels=y, num_samples=41)
+    with pytest.raises(ValueError, match=r"config score_samples=41: must be"):  # in the caller's words
+        check_scoring("snip", net, labels=y, num_samples=41, spelled={"num_samples": "config score_samples"})
+    with pytest.raises(ValueError, match=r"num_samples=3 and per_class=2: give at most one"):
+        score("snip", net, batches, num_samples=3, per_class=2)
 
 
 def test_score_with_subset_equals_score_on_that_subset():
