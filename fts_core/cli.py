@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run(RunConfig.from_dict(d))
     line = (f"{result['run_dir']}: test accuracy final {result['test_accuracy_final']:.4f}, best-val "
             f"{result['test_accuracy_best_val']:.4f} (epoch {result['best_epoch']}), sparsity "
-            f"{result['sparsity']:.4f}")
+            f"{result['realised_sparsity']:.4f}")
     print(line if not math.isnan(result["test_accuracy_final"]) else line + " (diverged)")
     return 0
 

@@ -70,7 +70,9 @@ class DamagedFileWarning(UserWarning):
 CELL_ROW = {"cell_id": str, "status": str, "params": dict, "result": dict}
 FAILURE_ROW = {"cell_id": str, "status": str, "error": str}
 RUN_RESULT_KEYS = {"run_name": str, "run_dir": str, "config": dict, "test_accuracy_final": (int, float),
-                   "test_accuracy_best_val": (int, float), "best_epoch": int, "sparsity": (int, float)}
+                   "test_accuracy_best_val": (int, float), "best_epoch": int, "realised_sparsity": (int, float)}
+#: what a record says about the code and machine that made it (:func:`provenance`)
+PROVENANCE_KEYS = ("git_revision", "git_dirty", "versions", "device")
 
 
 # ---------------------------------------------------------------------- atomic files
@@ -165,7 +167,8 @@ def load_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
 def read_record(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
     """The JSON object stored at ``path``, holding every ``required`` key with a value of its
     type; :class:`DamagedFileError` naming the file and what is wrong otherwise (truncated,
-    random bytes, not an object, a key missing)."""
+    random bytes, not an object, a key missing). Records of an earlier layout are read in
+    today's (:func:`upgrade_record`)."""
     path = Path(path)
     try:
         record = json.loads(path.read_bytes().decode("utf-8"))
@@ -173,11 +176,28 @@ def read_record(path: str | Path, required: dict[str, type | tuple[type, ...]]) 
         raise DamagedFileError(path, f"not a JSON file ({type(err).__name__}: {str(err)[:80]})") from None
     if not isinstance(record, dict):
         raise DamagedFileError(path, f"holds a JSON {type(record).__name__}, not an object")
+    record = upgrade_record(record)
     for key, kind in required.items():
         if not isinstance(record.get(key), kind):
             got = "missing" if key not in record else f"a {type(record[key]).__name__}"
             raise DamagedFileError(path, f"key {key!r} is {got}")
     return record
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A run result or cell row of an earlier layout in today's: the realised sparsity under
+    ``realised_sparsity`` (it was ``sparsity``, beside ``target_sparsity``, which the config
+    holds), the code and machine under ``provenance`` (they were top-level keys)."""
+    out = dict(record)
+    if "result" in out and isinstance(out["result"], dict):
+        out["result"] = upgrade_record(out["result"])
+    is_result = "test_accuracy_final" in out
+    if is_result and "realised_sparsity" not in out and isinstance(out.get("sparsity"), (int, float)):
+        out["realised_sparsity"] = out.pop("sparsity")
+        out.pop("target_sparsity", None)
+    if "provenance" not in out and any(k in out for k in PROVENANCE_KEYS) and (is_result or "cell_id" in out):
+        out["provenance"] = {k: out.pop(k, None) for k in PROVENANCE_KEYS}
+    return out
 
 
 def set_aside(path: str | Path) -> Path | None:
@@ -379,6 +399,15 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def provenance(device: torch.device | str, git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"git_revision", "git_dirty", "versions", "device"}``: the code and machine of a result
+    (``git``: the revision to name when this process sees no git checkout, e.g. a Ray worker's)."""
+    found = git_revision()
+    if found["git_revision"] is None and git:
+        found = {k: git.get(k) for k in ("git_revision", "git_dirty")}
+    return {**found, "versions": library_versions(), "device": describe_device(device)}
 
 
 def describe_device(device: torch.device | str) -> str:

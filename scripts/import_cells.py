@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from fts_core.experiments.results import load_results  # noqa: E402
 from fts_core.experiments.sweeps import SweepSpec, expand  # noqa: E402
 from fts_core.io import (RESULTS_CSV, SWEEP_JSON, SWEEP_YAML, atomic_write_csv, atomic_write_json,  # noqa: E402
-                         atomic_write_yaml, cell_file)
+                         atomic_write_yaml, cell_file, upgrade_record)
 
 
 def relative_paths(obj: Any, old_prefix: str, new_prefix: str) -> Any:
@@ -41,9 +41,10 @@ def relative_paths(obj: Any, old_prefix: str, new_prefix: str) -> Any:
 
 def checkable(row: dict[str, Any]) -> str | None:
     """Why a row's code cannot be checked out here, or None when it can."""
-    if row.get("git_dirty") is not False:
-        return f"git_dirty is {row.get('git_dirty')!r}"
-    rev = row.get("git_revision")
+    made = upgrade_record(row).get("provenance") or {}
+    if made.get("git_dirty") is not False:
+        return f"git_dirty is {made.get('git_dirty')!r}"
+    rev = made.get("git_revision")
     found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True)
     return None if rev and found.returncode == 0 else f"revision {rev!r} is not in this repository"
 
@@ -71,7 +72,7 @@ def main() -> int:
             print(f"refused {cell.cell_id}: {why}", file=sys.stderr)
             refused += 1
             continue
-        atomic_write_json(dst, relative_paths(row, prefix, new_prefix))
+        atomic_write_json(dst, relative_paths(upgrade_record(row), prefix, new_prefix))
         copied += 1
     ids = [c.cell_id for c in expand(spec)]
     atomic_write_json(dest / SWEEP_JSON, spec.to_dict())

@@ -36,10 +36,8 @@ from fts_core.io import (
     atomic_write_json,
     cell_file,
     claim_file,
-    describe_device,
     failure_file,
-    git_revision,
-    library_versions,
+    provenance,
     read_record,
     remove_stale_temporaries,
     set_aside,
@@ -158,17 +156,28 @@ def _execute_claimed(task: CellTask) -> dict[str, Any]:
         os.chdir(old_cwd)
     row.update(finished=_now(), seconds=round(time.perf_counter() - t0, 3),
                cpu_seconds=round(time.process_time() - cpu0, 3))
-    git = git_revision()
-    row.update(git if git["git_revision"] is not None else (task.driver_git or git))
-    row["versions"] = library_versions()
-    row["device"] = (row["result"] or {}).get("device") if row["status"] == "done" else None
-    row["device"] = row["device"] or describe_device("cpu")
+    row["provenance"] = _provenance_once(row, task)
     if row["status"] == "done":
         atomic_write_json(done, row)
         failure_file(task.sweep_dir, task.cell_id).unlink(missing_ok=True)
     else:
         atomic_write_json(failure_file(task.sweep_dir, task.cell_id), row)
     return row
+
+
+def _provenance_once(row: dict[str, Any], task: CellTask) -> dict[str, Any]:
+    """The cell's provenance, stored once in the row: a run result's own (moved out of the
+    row's copy of the result), else this process's; the driver's git revision where this
+    process sees no checkout (a Ray worker)."""
+    result = row["result"]
+    found = None
+    if isinstance(result, Mapping) and isinstance(result.get("provenance"), Mapping):
+        row["result"] = {k: v for k, v in result.items() if k != "provenance"}
+        found = dict(result["provenance"])
+    found = found or provenance("cpu", task.driver_git)
+    if found.get("git_revision") is None and task.driver_git:
+        found.update(git_revision=task.driver_git.get("git_revision"), git_dirty=task.driver_git.get("git_dirty"))
+    return found
 
 
 def record_lost_cell(task: CellTask, err: BaseException) -> dict[str, Any]:

@@ -19,7 +19,6 @@ Accuracies are fractions in [0, 1]; the paper's numbers are percentages (use ``s
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import warnings
@@ -41,11 +40,9 @@ from fts_core.scoring.registry import CRITERIA
 
 PAPER_TABLE_FILE = Path(__file__).resolve().parent / "paper_results" / "paper_table1.csv"
 
-# result keys renamed in the table (the runner's "sparsity" is the realised one)
-_RENAME = {"sparsity": "realised_sparsity"}
 _SCHEMA = {"cell": CELL_ROW, "failure": FAILURE_ROW, "run": RUN_RESULT_KEYS}
 # bulky or redundant result entries left out of the table
-_SKIP_RESULT = {"config", "history", "run_dir", "versions", "git_revision", "device"}
+_SKIP_RESULT = {"config", "history", "run_dir", "provenance"}
 
 
 # ---------------------------------------------------------------------- loading
@@ -132,9 +129,7 @@ def _flatten(record: Mapping[str, Any], kind: str, file: Path) -> dict[str, Any]
     """One table row from a sweep cell record, a failure record or a runner ``result.json``."""
     if kind == "run":  # a bare runner result: wrap it like a sweep cell
         record = {"cell_id": record.get("run_name") or file.parent.name, "status": "done", "kind": "run",
-                  "params": record.get("config", {}), "result": record, "device": record.get("device"),
-                  "git_revision": record.get("git_revision"), "versions": record.get("versions", {}),
-                  "finished": record.get("finished_at")}
+                  "params": record.get("config", {}), "result": record, "finished": record.get("finished_at")}
     result = record.get("result") or {}
     config = dict(record.get("params") or {})
     if isinstance(result.get("config"), Mapping):
@@ -145,16 +140,17 @@ def _flatten(record: Mapping[str, Any], kind: str, file: Path) -> dict[str, Any]
     for key, value in result.items():
         if key in _SKIP_RESULT:
             continue
-        name = _RENAME.get(key, key)
+        name = key
         if name in row:
             name = f"result_{name}"
         row[name] = value
-    for key in ("seconds", "cpu_seconds", "started", "finished", "git_revision", "git_dirty", "hostname", "attempts",
-                "notebook_output", "error", "traceback"):
+    for key in ("seconds", "cpu_seconds", "started", "finished", "hostname", "attempts", "notebook_output", "error",
+                "traceback"):
         if key in record:
             row[key if key not in config else f"cell_{key}"] = record[key]
-    row["device_name"] = record.get("device") or result.get("device")
-    for lib, version in (record.get("versions") or result.get("versions") or {}).items():
+    made = record.get("provenance") or result.get("provenance") or {}
+    row.update(git_revision=made.get("git_revision"), git_dirty=made.get("git_dirty"), device_name=made.get("device"))
+    for lib, version in (made.get("versions") or {}).items():
         row[f"version_{lib}"] = version
     return row
 

@@ -1,60 +1,13 @@
 """One experiment run, end to end, that survives crashes: ``run(config) -> result``.
 
-Protocol (the paper's; see :class:`~fts_core.experiments.config.RunConfig`)::
-
-    epochs 0 .. warmup-1      dense training            (warmup_kind="train")
-    -- or --  `warmup` passes of BatchNorm-statistics refresh, no weight update (warmup_kind="bn")
-    start of epoch prune_epoch: score -> make_masks -> apply_masks(model, masks, optimizer)
-    epochs prune_epoch .. epochs-1: training with the mask enforced
-    every epoch: validation; the best-validation *sparse* model is kept (first of ties)
-    end: test accuracy of the final and of the best-validation model
-
-Run directory ``out_dir/<run name>/`` (name = ``run_name`` or derived from the config hash):
-
-- ``config.yaml``: the config, written when the directory is created;
-- ``mask.pt``: the keep-masks (``torch.load`` gives ``{name: BoolTensor}``), after scoring;
-- ``checkpoint-EEEE.pt``: a checkpoint per epoch E (0-based), the newest 2 kept
-  (``keep_checkpoints``, default 2; ``keep_checkpoints=0`` keeps all), so a damaged newest
-  one leaves a good one; once ``result.json`` is written only the final one stays (all of
-  them with ``keep_checkpoints=0``). Written atomically (temp + rename) and self-checking
-  (sha256 header, see :mod:`fts_core.io`); each holds model, optimizer, scheduler,
-  masks, best-validation state, metric history and the torch RNG states (ResNet18 at full
-  width: about 150 MB);
-- ``result.json``: written last, atomically.
-
-Re-running the same config returns the stored result when ``result.json`` exists, else
-resumes after the newest checkpoint that loads (damaged ones are skipped with a warning).
-Data order and augmentation are seeded from ``(seed, epoch)``, so a resumed run computes
-bitwise the same numbers as an uninterrupted one on the same device.
-
-Seeds: ``seed`` fixes the initial weights (``torch.manual_seed`` before ``build_model``),
-the scoring sample and order (``score(seed=...)`` over the training loader of epoch
-``prune_epoch``) and the training order/augmentation (``TensorLoader.set_epoch(epoch)``);
-``split_seed`` fixes the train/validation split. Scoring sees the training images as training
-does (augmented unless ``augment=False``), with BatchNorm in eval mode (``bn_mode="eval"``, the default, passed to ``score()`` explicitly: the
-authors' setting); ``synflow`` gets ``sparsity`` as its target unless ``criterion_options``
-says otherwise.
-
-Result (``result.json``): ``config``, ``config_hash``, ``test_accuracy_final`` /
-``test_loss_final``, ``test_accuracy_best_val`` / ``test_loss_best_val``, ``best_epoch``,
-``best_val_accuracy``, ``prune_epoch``, ``history`` (per epoch: ``epoch``, ``sparse``, ``lr``,
-``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``epoch_seconds``; the val
-and train-loss curves and epoch seconds are repeated at the top level), ``sparsity`` (realised,
-over the prunable set), ``target_sparsity``, ``prunable_weights``, ``kept_weights``,
-``pruned_weights_nonzero`` (0 unless the mask leaked), ``layer_density``, ``collapsed_layers``
-and ``collapse`` (see ``masks.collapsed_layers``), ``scoring_seconds``,
-``mean_sparse_epoch_seconds``, ``resumed_from`` (epochs a re-run started at), ``device``,
-``versions``, ``git_revision`` (``git rev-parse HEAD``, or null), ``finished_at``.
-Accuracies are fractions in [0, 1].
-
-Bad input raises before anything is written (the run directory is created only after every
-check): unknown keys or names, criterion options with unknown names or bad values
-(``sign=-1``), ``warmup >= epochs``, ``batch_size <= 0``, missing dataset files, an unknown
-``bn_mode`` / ``strategy``, ``score_samples`` or ``per_class`` larger than the training split
-(or a class of it), ``bn_mode`` other than ``"eval"`` for a per-sample criterion (FTS, FD,
-FP, FBSS) on a model with BatchNorm, ``strategy="hooks"`` on layers it cannot handle. A run
-directory that holds a different config is refused. Two processes must not run the same
-config at the same time.
+The paper's protocol (optional dense or BatchNorm warm-up, scoring, one-shot masks, training
+with the mask enforced, testing of the final and best-validation models) for one
+:class:`~fts_core.experiments.config.RunConfig`, in ``out_dir/<run name>/``: the config, the
+mask, a self-checking checkpoint per epoch and ``result.json`` last, each written atomically.
+The same config again returns the stored result, or resumes after the newest checkpoint that
+loads, bitwise the same as an uninterrupted run on the same device. Bad input raises before
+anything is written; one process trains a run folder at a time. The protocol, the files and
+the result's keys are described in the book (``book/reproducibility.md``).
 """
 from __future__ import annotations
 
@@ -88,14 +41,13 @@ from fts_core.io import (
     RUN_RESULT_KEYS,
     DamagedFileError,
     atomic_torch_save,
+    atomic_write_json,
     atomic_write_text,
     checkpoint_path,
-    describe_device,
-    git_revision,
     latest_checkpoint,
-    library_versions,
     list_checkpoints,
     load_yaml_mapping,
+    provenance,
     prune_checkpoints,
     read_record,
     remove_stale_temporaries,
@@ -384,7 +336,7 @@ class _Run:
             if bar is not None:
                 bar.close()
         result = self._result()
-        atomic_write_text(self.run_dir / RUN_RESULT, json.dumps(result, indent=2) + "\n")
+        atomic_write_json(self.run_dir / RUN_RESULT, result)
         prune_checkpoints(self.run_dir, 1 if cfg.keep_checkpoints else 0)  # the final state is enough now
         return result
 
@@ -423,8 +375,7 @@ class _Run:
             "history": h,
             "val_accuracy": h["val_accuracy"],
             "train_loss": h["train_loss"],
-            "target_sparsity": cfg.sparsity,
-            "sparsity": 1.0 - kept / total,
+            "realised_sparsity": 1.0 - kept / total,
             "prunable_weights": total,
             "kept_weights": kept,
             "pruned_weights_nonzero": leaked,
@@ -435,10 +386,8 @@ class _Run:
             "epoch_seconds": h["epoch_seconds"],
             "mean_sparse_epoch_seconds": sum(sparse_seconds) / len(sparse_seconds) if sparse_seconds else None,
             "resumed_from": self.resumed_from,
-            "device": describe_device(self.device),
             "channels_last": self.channels_last,
-            "versions": library_versions(),
-            "git_revision": git_revision()["git_revision"],
+            "provenance": provenance(self.device),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         return json.loads(json.dumps(result))  # exactly what result.json gives back

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fts_core.io import upgrade_record
+
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = ("fashion_mnist_resnet18", "fashion_mnist_vgg19")
 # the first 123 ResNet18 cells came from revisions that were never published (the chapter says so)
@@ -19,7 +21,7 @@ LEGACY_REVISIONS = {"53475698e1aa9fb888ce80edef23c87c0b7295ec", "b6d81a14ea"}
 def _rows():
     for name in SWEEPS:
         for file in sorted((REPO / "results" / name / "cells").glob("*.json")):
-            yield file, json.loads(file.read_text())
+            yield file, upgrade_record(json.loads(file.read_text()))
 
 
 def _strings(obj):
@@ -48,10 +50,11 @@ def test_new_rows_name_a_clean_revision_of_this_repository():
         pytest.skip("not a git checkout")
     revisions = set()
     for file, row in _rows():
-        if any(row["git_revision"].startswith(r[:10]) for r in LEGACY_REVISIONS):
+        made = row["provenance"]
+        if any(made["git_revision"].startswith(r[:10]) for r in LEGACY_REVISIONS):
             continue
-        assert row["git_dirty"] is False, file.name
-        revisions.add(row["git_revision"])
+        assert made["git_dirty"] is False, file.name
+        revisions.add(made["git_revision"])
     for rev in revisions:
         found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True)
         assert found.returncode == 0, f"revision {rev} of committed rows is not in this repository"
@@ -72,6 +75,7 @@ def test_import_rewrites_paths_into_the_source_and_refuses_code_that_cannot_be_c
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     if not head:
         pytest.skip("not a git checkout")
-    assert mod.checkable({"git_dirty": False, "git_revision": head}) is None
-    assert "git_dirty" in mod.checkable({"git_dirty": True, "git_revision": head})
-    assert "not in this repository" in mod.checkable({"git_dirty": False, "git_revision": "0" * 40})
+    for layout in (lambda made: {"cell_id": "c", **made}, lambda made: {"cell_id": "c", "provenance": made}):
+        assert mod.checkable(layout({"git_dirty": False, "git_revision": head})) is None
+        assert "git_dirty" in mod.checkable(layout({"git_dirty": True, "git_revision": head}))
+        assert "not in this repository" in mod.checkable(layout({"git_dirty": False, "git_revision": "0" * 40}))

@@ -43,7 +43,7 @@ SEED_OFFSET = {0: -0.015, 1: 0.0, 2: 0.015}
 def fake_run(config: dict) -> dict:
     """Stand-in for fts_core.run returning the made-up accuracies."""
     acc = ACC[(config["criterion"], config["sparsity"])] + SEED_OFFSET[config["seed"]]
-    return {"test_accuracy_final": acc, "sparsity": config["sparsity"] + 1e-4, "scoring_seconds": 0.5,
+    return {"test_accuracy_final": acc, "realised_sparsity": config["sparsity"] + 1e-4, "scoring_seconds": 0.5,
             "history": {"epoch": [0]}, "layer_density": {"conv": 0.1}}
 
 
@@ -72,19 +72,22 @@ def test_load_results_reads_csv_run_dirs_and_filters(table, tmp_path):
     csv = tmp_path / "r.csv"
     table.drop(columns=["layer_density"]).to_csv(csv, index=False)
     assert len(load_results(csv)) == 18
-    # runner-style run directories (result.json with a config)
+    # runner-style run directories (result.json with a config), today's layout and the earlier one
+    made = {"device": "cpu (x, 2 threads)", "versions": {"torch": "2"}, "git_revision": "abc", "git_dirty": False}
+    layouts = [{"sparsity": 0.9, "target_sparsity": 0.9, **made}, {"realised_sparsity": 0.9, "provenance": made}]
     for i, crit in enumerate(["fts", "snip"]):
         run_dir = tmp_path / "runs" / f"run{i}"
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps({
             "run_name": f"run{i}", "run_dir": str(run_dir),
             "config": {"criterion": crit, "sparsity": 0.9, "seed": 0, "device": "auto"},
-            "test_accuracy_final": 0.5 + i / 10, "test_accuracy_best_val": 0.5, "best_epoch": 0, "sparsity": 0.9, "device": "cpu (x, 2 threads)",
-            "versions": {"torch": "2"}, "git_revision": "abc", "history": {}}))
+            "test_accuracy_final": 0.5 + i / 10, "test_accuracy_best_val": 0.5, "best_epoch": 0, "history": {},
+            **layouts[i]}))
     runs = load_results(tmp_path / "runs")
     assert sorted(runs["cell_id"]) == ["run0", "run1"]
     assert set(runs["device_name"]) == {"cpu (x, 2 threads)"} and set(runs["device"]) == {"auto"}
-    assert set(runs["version_torch"]) == {"2"}
+    assert set(runs["version_torch"]) == {"2"} and set(runs["git_revision"]) == {"abc"}
+    assert set(runs["realised_sparsity"]) == {0.9} and "target_sparsity" not in runs  # one name each
     only = load_results(tmp_path / "runs", cell_ids=["run1"])
     assert list(only["criterion"]) == ["snip"]
     with pytest.raises(FileNotFoundError, match="nowhere"):

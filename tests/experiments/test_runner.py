@@ -37,7 +37,7 @@ TINY = dict(dataset="synthetic", data_options={"train_size": 160, "test_size": 4
             lr=0.05, score_samples=32, device="cpu", quiet=True, keep_checkpoints=0)
 # what must agree bitwise between an interrupted and an uninterrupted run
 _NUMBERS = ("test_accuracy_final", "test_loss_final", "test_accuracy_best_val", "test_loss_best_val", "best_epoch",
-            "best_val_accuracy", "sparsity", "kept_weights", "layer_density", "collapsed_layers",
+            "best_val_accuracy", "realised_sparsity", "kept_weights", "layer_density", "collapsed_layers",
             "pruned_weights_nonzero")
 
 
@@ -170,7 +170,7 @@ def test_score_samples_do_not_limit_data_free_criteria(tmp_path):
     with ``sparsity: null`` aims at the run's sparsity."""
     r = run({**TINY, "criterion": "synflow", "criterion_options": {"sparsity": None, "rounds": 2},
              "score_samples": 10_000, "epochs": 1, "warmup": 0, "milestones": [], "out_dir": str(tmp_path)})
-    assert r["sparsity"] == pytest.approx(0.8, abs=1e-3) and r["pruned_weights_nonzero"] == 0
+    assert r["realised_sparsity"] == pytest.approx(0.8, abs=1e-3) and r["pruned_weights_nonzero"] == 0
 
 
 def test_hooks_strategy_on_layers_it_cannot_handle_fails_up_front(tmp_path, monkeypatch):
@@ -231,16 +231,18 @@ def test_run_follows_the_protocol(done):
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     assert r["prunable_weights"] == total and r["kept_weights"] == kept == round(0.2 * total)
-    assert r["sparsity"] == pytest.approx(0.8, abs=1 / total)
+    assert r["realised_sparsity"] == pytest.approx(0.8, abs=1 / total)
     assert r["layer_density"] == pytest.approx({n: m.float().mean().item() for n, m in masks.items()})
     assert r["pruned_weights_nonzero"] == 0
     final = load_checkpoint(checkpoint_path(run_dir, 3))["model"]
     for name, m in masks.items():
         assert torch.count_nonzero(final[name][~m]) == 0, name
     assert isinstance(r["collapsed_layers"], list)
-    assert r["scoring_seconds"] > 0 and r["device"].startswith("cpu")
-    assert r["versions"]["torch"] == torch.__version__ and r["versions"]["fts_core"] == fts_core.__version__
-    assert "git_revision" in r and r["resumed_from"] == []
+    made = r["provenance"]  # stored once, under one key
+    assert r["scoring_seconds"] > 0 and made["device"].startswith("cpu") and r["resumed_from"] == []
+    assert made["versions"]["torch"] == torch.__version__ and made["versions"]["fts_core"] == fts_core.__version__
+    assert set(made) == {"git_revision", "git_dirty", "versions", "device"}
+    assert not {"device", "versions", "git_revision", "sparsity", "target_sparsity"} & set(r)  # one name each
 
 
 def test_finished_run_is_read_back_without_recomputing(done, monkeypatch):

@@ -225,7 +225,7 @@ def test_a_finished_run_is_returned_without_writing(tmp_path, monkeypatch):
     cfg.run_dir.mkdir()
     (cfg.run_dir / "config.yaml").write_text(cfg.to_yaml())
     stored = {"run_name": cfg.name, "run_dir": str(cfg.run_dir), "config": cfg.to_dict(), "test_accuracy_final": 0.5,
-              "test_accuracy_best_val": 0.5, "best_epoch": 0, "sparsity": 0.9}
+              "test_accuracy_best_val": 0.5, "best_epoch": 0, "realised_sparsity": 0.9}
     (cfg.run_dir / "result.json").write_text(json.dumps(stored))
 
     def no_writes(*args, **kwargs):

@@ -32,7 +32,7 @@ def fake_run(config: dict) -> dict:
     if config.get("fail_flag") and Path(config["fail_flag"]).exists():
         raise RuntimeError(f"planned failure of {config['criterion']} at {config['sparsity']}")
     acc = 0.9 - config["sparsity"] / 10 + (0.01 if config["criterion"] == "fts" else 0.0) + config["seed"] / 1000
-    return {"test_accuracy_final": acc, "sparsity": config["sparsity"], "scoring_seconds": 0.01,
+    return {"test_accuracy_final": acc, "realised_sparsity": config["sparsity"], "scoring_seconds": 0.01,
             "layer_density": {"a": 0.1}, "out_dir_seen": config["out_dir"]}
 
 
