@@ -78,6 +78,17 @@ def test_a_list_parameter_of_the_wrong_kind_is_named(tmp_path):
     assert done.returncode != 0 and "notebook parameter sparsities: element 'hello' is not a float" in done.stderr
 
 
+def test_notebook04s_small_grid_lands_in_a_folder_the_user_keeps():
+    """Without results_dirs the training grid writes to ../results/04_experiments (kept, and
+    ignored by git), never to a temporary folder that goes with the kernel."""
+    nb = nbformat.read(ROOT / "notebooks" / "04_experiments.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "tempfile" not in code and "mkdtemp" not in code and "TemporaryDirectory" not in code
+    assert 'results_dirs = ["../results/04_experiments"]' in code
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "results/04_experiments/cells/x.json"])
+    assert ignored.returncode == 0 or not (ROOT / ".git").exists()
+
+
 def test_notebook04_trains_a_small_grid_and_passes_its_checks(tmp_path):
     """The training path: a small digits grid given on the command line (comma lists included)."""
     out, summary = tmp_path / "out.ipynb", tmp_path / "summary.json"

@@ -51,6 +51,14 @@ def test_seeds_for_half_width_is_the_smallest_n_whose_interval_is_narrow_enough(
     assert ST.seeds_for_half_width(1.0, 1e-3) is None and ST.seeds_for_half_width(float("nan"), 1.0) is None
 
 
+def test_the_dense_interval_stays_inside_what_an_accuracy_can_be():
+    grid = _grid()
+    spread = grid.table["kind"] == "dense"
+    grid.table.loc[spread, "test_accuracy_final"] = [0.1, 0.99, 0.2, 0.98, 0.15]  # a wide spread over seeds
+    mean, low, high, n = grid.dense_interval()
+    assert n == 5 and 0.0 <= low < mean < high <= 1.0 and (low, high) != (mean, mean)
+
+
 def test_progress_line_says_how_many_cells_are_missing():
     assert "missing" not in _grid().progress_line()
     line = _grid(missing=7).progress_line()
