@@ -146,10 +146,6 @@ def fresh(model: nn.Module, masks: dict | None, ours: bool, channels_last: bool 
 
 
 # ---------------------------------------------------------------------- measurements
-def best_of(fn, repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
-
-
 def bench_pipeline(images: Images, batch_size: int, repeats: int, device: torch.device) -> tuple[float, float]:
     """Images/s of one augmented, shuffled, normalised pass, no model. Returns (ours, reference)."""
     n = len(images.labels)

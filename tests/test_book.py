@@ -342,7 +342,7 @@ def _page_problems(name: str, report: browser.PageReport, base: str) -> list[str
 
 def test_make_book_copy_holds_every_folder_the_notebooks_read():
     """`make book` executes the notebooks in _build/book-src: every top-level folder a notebook
-    reads as ``../folder/...`` (results, sweep files) must be copied or linked there."""
+    reads as ``../<folder>/...`` (results, sweep files) must be copied or linked there."""
     script = (ROOT / "scripts" / "book.sh").read_text()
     provided = set(re.findall(r'ln -s "\$PWD/([\w.-]+)"', script))
     provided |= {w for line in re.findall(r"^cp -r (.*) \"\$src/\"$", script, re.M) for w in line.split()}

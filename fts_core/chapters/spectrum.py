@@ -7,7 +7,7 @@ of a network at initialization.
   parameters :math:`\\hat q_1, \\hat q_2, \\tilde q_1, \\tilde q_2` of a fully connected net,
   :math:`\\kappa_1, \\kappa_2`, and the predicted mean, second moment and outliers.
   ReLU in closed form (arc-cosine kernels), other activations by Gauss-Hermite quadrature.
-* **Exact spectra of MLPs** (:class:`MLP`, :func:`mlp_dual_gram`): the nonzero eigenvalues of
+* **Exact spectra of MLPs** (:class:`FunctionalMLP`, :func:`mlp_dual_gram`): the nonzero eigenvalues of
   :math:`F = \\frac1T J^\\top B J` equal those of the dual Gram matrix
   :math:`\\frac1T A^\\top J J^\\top A` (``B = A A^T`` block-diagonal per sample), assembled layer by
   layer from forward activations and backward vectors, never forming a P-sized Jacobian.
@@ -40,13 +40,13 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 from fts_core.masks.select import make_masks
 
 __all__ = [
-    "ACTIVATIONS",
+    "ACTIVATIONS_WITH_DERIVATIVES",
     "FISHER_KINDS",
     "gauss_expectations",
     "MeanField",
     "mean_field",
     "karakida_predictions",
-    "MLP",
+    "FunctionalMLP",
     "init_mlp",
     "mlp_forward",
     "mlp_backward",
@@ -83,7 +83,7 @@ def _linear_d(u: Tensor) -> Tensor:
 
 
 #: name -> (phi, phi')
-ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+ACTIVATIONS_WITH_DERIVATIVES: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "relu": (torch.relu, _relu_d),
     "tanh": (torch.tanh, _tanh_d),
     "linear": (lambda u: u, _linear_d),
@@ -91,8 +91,8 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
 
 
 def _check_activation(name: str) -> None:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
+    if name not in ACTIVATIONS_WITH_DERIVATIVES:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS_WITH_DERIVATIVES)}")
 
 
 def _check_kind(kind: str) -> None:
@@ -114,7 +114,7 @@ def gauss_expectations(activation: str, q1: float, q2: float, n_quad: int = 80,
         th = math.acos(c)
         e_pp = q1 / (2 * math.pi) * (math.sin(th) + (math.pi - th) * c)
         return q1 / 2, e_pp, 0.5, (math.pi - th) / (2 * math.pi)
-    phi, dphi = ACTIVATIONS[activation]
+    phi, dphi = ACTIVATIONS_WITH_DERIVATIVES[activation]
     z, w = np.polynomial.hermite_e.hermegauss(n_quad)  # weight exp(-z^2/2)
     w = w / w.sum()
     z1, z2 = np.meshgrid(z, z, indexing="ij")
@@ -254,7 +254,7 @@ def karakida_predictions(widths: Sequence[int], num_samples: int, activation: st
 
 # ----------------------------------------------------------------------------- exact MLP spectra
 @dataclass
-class MLP:
+class FunctionalMLP:
     """A functional MLP: ``weights[l]`` (M_{l+1}, M_l), ``biases[l]`` (M_{l+1},) or None."""
 
     weights: list[Tensor]
@@ -273,7 +273,7 @@ class MLP:
 
 def init_mlp(widths: Sequence[int], activation: str = "relu", *, sigma_w2: float = 2.0, sigma_b2: float = 0.1,
              bias: bool = True, seed: int = 0, dtype: torch.dtype = torch.float64,
-             device: str | torch.device = "cpu") -> MLP:
+             device: str | torch.device = "cpu") -> FunctionalMLP:
     """Random MLP ``widths = [M_0, ..., M_L]``: W^l ~ N(0, sigma_w2/M_{l-1}), b^l ~ N(0, sigma_b2)."""
     _check_activation(activation)
     widths = [int(w) for w in widths]
@@ -286,13 +286,13 @@ def init_mlp(widths: Sequence[int], activation: str = "relu", *, sigma_w2: float
                    * math.sqrt(sigma_w2 / m_in)).to(device=device, dtype=dtype))
         bs.append((torch.randn(m_out, generator=g, dtype=torch.float64)
                    * math.sqrt(sigma_b2)).to(device=device, dtype=dtype))
-    return MLP(Ws, bs if bias else None, activation)
+    return FunctionalMLP(Ws, bs if bias else None, activation)
 
 
-def mlp_forward(net: MLP, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+def mlp_forward(net: FunctionalMLP, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Forward pass of ``x`` (T, M_0). Returns pre-activations ``us[l]`` (T, M_{l+1}) for
     l = 0..L-1 (``us[-1]`` = outputs) and layer inputs ``hs[l]`` (T, M_l) (``hs[0] = x``)."""
-    phi, _ = ACTIVATIONS[net.activation]
+    phi, _ = ACTIVATIONS_WITH_DERIVATIVES[net.activation]
     if x.ndim != 2 or x.shape[1] != net.widths[0]:
         raise ValueError(f"x must have shape (T, {net.widths[0]}), got {tuple(x.shape)}")
     us, hs = [], [x]
@@ -309,9 +309,9 @@ def mlp_forward(net: MLP, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     return us, hs
 
 
-def mlp_backward(net: MLP, us: list[Tensor]) -> list[Tensor]:
+def mlp_backward(net: FunctionalMLP, us: list[Tensor]) -> list[Tensor]:
     """Backward vectors ``D[l][t, k, i] = d f_k(x_t) / d u^{l+1}_i``, shape (T, C, M_{l+1})."""
-    _, dphi = ACTIVATIONS[net.activation]
+    _, dphi = ACTIVATIONS_WITH_DERIVATIVES[net.activation]
     T, C = us[-1].shape
     L = len(net.weights)
     D = [None] * L
@@ -343,7 +343,7 @@ def output_factor(logits: Tensor, kind: str = "label_free", targets: Tensor | No
     return r.unsqueeze(2)
 
 
-def mlp_dual_gram(net: MLP, x: Tensor, kind: str = "label_free", targets: Tensor | None = None) -> Tensor:
+def mlp_dual_gram(net: FunctionalMLP, x: Tensor, kind: str = "label_free", targets: Tensor | None = None) -> Tensor:
     """Dual Gram matrix ``(1/T) A^T J J^T A`` ((T R) x (T R), rows ordered t-major), whose
     eigenvalues are the nonzero eigenvalues of the Fisher ``(1/T) J^T B J`` of ``kind``.
 
@@ -353,7 +353,7 @@ def mlp_dual_gram(net: MLP, x: Tensor, kind: str = "label_free", targets: Tensor
     return mlp_dual_grams(net, x, (kind,), targets)[kind]
 
 
-def mlp_dual_grams(net: MLP, x: Tensor, kinds: Sequence[str] = FISHER_KINDS,
+def mlp_dual_grams(net: FunctionalMLP, x: Tensor, kinds: Sequence[str] = FISHER_KINDS,
                    targets: Tensor | None = None) -> dict[str, Tensor]:
     """:func:`mlp_dual_gram` for several Fisher kinds, sharing one forward and backward pass."""
     for kind in kinds:
@@ -374,7 +374,7 @@ def mlp_dual_grams(net: MLP, x: Tensor, kinds: Sequence[str] = FISHER_KINDS,
     return out
 
 
-def mlp_fisher_diagonal(net: MLP, x: Tensor, kind: str = "label_free",
+def mlp_fisher_diagonal(net: FunctionalMLP, x: Tensor, kind: str = "label_free",
                         targets: Tensor | None = None) -> list[tuple[Tensor, Tensor | None]]:
     """Exact Fisher diagonal per layer: ``[(diag over W^l (M_l, M_{l-1}), diag over b^l or None)]``.
 
@@ -393,7 +393,7 @@ def mlp_fisher_diagonal(net: MLP, x: Tensor, kind: str = "label_free",
     return out
 
 
-def mlp_mean_gradient(net: MLP, x: Tensor, targets: Tensor) -> list[Tensor]:
+def mlp_mean_gradient(net: FunctionalMLP, x: Tensor, targets: Tensor) -> list[Tensor]:
     """Mean cross-entropy gradient over the batch for each weight matrix W^l (M_l, M_{l-1})."""
     us, hs = mlp_forward(net, x)
     D = mlp_backward(net, us)
@@ -402,7 +402,7 @@ def mlp_mean_gradient(net: MLP, x: Tensor, targets: Tensor) -> list[Tensor]:
     return [torch.einsum("tc,tcm->tm", r, D[l]).T @ hs[l] / T for l in range(len(net.weights))]
 
 
-def mlp_to_module(net: MLP) -> nn.Sequential:
+def mlp_to_module(net: FunctionalMLP) -> nn.Sequential:
     """The same MLP as an ``nn.Sequential`` (for cross-checks with autograd)."""
     phi_mod = {"relu": nn.ReLU, "tanh": nn.Tanh, "linear": nn.Identity}[net.activation]
     layers: list[nn.Module] = []

@@ -16,7 +16,7 @@ parameters) on small data (a few hundred samples): it computes, for every prunab
 * ``delta_loss`` the *actual* change ``L(θ − θ_i e_i) − L(θ)`` from zeroing weight ``i``,
 
 all as flat float64 vectors over the prunable weights (concatenated in ``names`` order).
-:func:`criterion_scores` turns them into the scores of SNIP, OBD, OBD-Fisher, FTS (both sign
+:func:`scores_from_quantities` turns them into the scores of SNIP, OBD, OBD-Fisher, FTS (both sign
 conventions), FBSS and Hutchinson-Taylor with the formulas of :mod:`fts_core.scoring.formulas`
 (the conventions of the authors' code: the second-order removal model is
 ``ΔL_i ≈ −θ_i g_i + ½ θ_i² H_ii``, and the code's FTS puts a ``+`` on the first-order term).
@@ -39,10 +39,9 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap
 from fts_core.masks.select import num_kept, top_k_mask
 from fts_core.scoring import curvature
 from fts_core.scoring import formulas as Fm
-from fts_core.setup.models import ACTIVATIONS, MLP, build_model
+from fts_core.setup.models import MLP, build_model
 
 __all__ = [
-    "ACTIVATIONS",
     "CRITERION_NAMES",
     "TaylorQuantities",
     "load_digits_arrays",
@@ -57,16 +56,15 @@ __all__ = [
     "removal_loss_change",
     "taylor_quantities",
     "closed_form_mlp1",
-    "criterion_scores",
+    "scores_from_quantities",
     "signed_predictions",
     "spearman",
-    "pearson",
     "topk_overlap",
     "spearman_table",
     "trajectory",
 ]
 
-# criterion name -> short description (the keys of :func:`criterion_scores`)
+# criterion name -> short description (the keys of :func:`scores_from_quantities`)
 CRITERION_NAMES: dict[str, str] = {
     "snip": "|θ ĝ| (first order)",
     "fisher_pruning": "½ θ² F̂ (OBD with the empirical Fisher)",
@@ -443,7 +441,7 @@ def taylor_quantities(
 # --------------------------------------------------------------------------------------
 # criteria and statistics
 # --------------------------------------------------------------------------------------
-def criterion_scores(q: TaylorQuantities, fbss_eps: float = 1e-12) -> dict[str, torch.Tensor]:
+def scores_from_quantities(q: TaylorQuantities, fbss_eps: float = 1e-12) -> dict[str, torch.Tensor]:
     """Scores (higher = keep) of each criterion in :data:`CRITERION_NAMES` from ``q``.
 
     Every score is a predicted magnitude of the loss change caused by removing the weight;
@@ -495,14 +493,6 @@ def spearman(a, b) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-def pearson(a, b) -> float:
-    """Pearson correlation of two equally long vectors."""
-    a, b = _np(a).ravel(), _np(b).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def topk_overlap(a, b, keep_fraction: float) -> float:
     """|top-k(a) ∩ top-k(b)| / k, k the weights ``make_masks`` keeps at sparsity 1 − keep_fraction
     (at least 1), with its tie-break."""
@@ -516,7 +506,7 @@ def topk_overlap(a, b, keep_fraction: float) -> float:
 def spearman_table(q: TaylorQuantities, criteria: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Per criterion: Spearman of its score with the actual ``|ΔL|`` (``abs``) and of its
     signed prediction with the actual ``ΔL`` (``signed``; NaN where it has none)."""
-    scores = criterion_scores(q)
+    scores = scores_from_quantities(q)
     signed = signed_predictions(q)
     criteria = list(scores) if criteria is None else list(criteria)
     bad = [c for c in criteria if c not in scores]

@@ -80,7 +80,7 @@ from fts_core.io import (
 from fts_core.setup.data import check_available
 
 DEFAULT_FUNCTION = "fts_core:run"  # the public name: stable however the package is laid out
-_DEFAULT_ALIASES = ("fts_core.runner:run", "fts_core.experiments.runner:run")  # earlier spellings
+_DEFAULT_ALIASES = ("fts_core.experiments.runner:run",)  # the same function, by its module
 _SPEC_KEYS = ("name", "out_dir", "run", "notebook", "base", "grid", "resources", "ray", "notebook_cwd", "imports")
 _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
 BACKENDS = ("ray", "serial")

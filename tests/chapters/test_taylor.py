@@ -132,11 +132,11 @@ def test_second_order_taylor_predicts_small_removals(digits):
     assert errs[1] < errs[0] / 6  # third-order remainder: halving t divides the error by ~8
 
 
-def test_criterion_scores_and_spearman_table(digits):
+def test_scores_from_quantities_and_spearman_table(digits):
     x, y = digits
     m = _model("tanh", hidden=(6,), data=digits)
     q = T.taylor_quantities(m, x, y)
-    s = T.criterion_scores(q)
+    s = T.scores_from_quantities(q)
     assert set(s) == set(T.CRITERION_NAMES)
     th, g, f = q.theta, q.grad, q.fisher
     assert torch.allclose(s["fts"], (th * g + 0.5 * th**2 * f).abs())
@@ -203,7 +203,7 @@ def test_float64_formulas_agree_with_fts_core_score(digits, name, opts, ours):
     prunable = {n: dict(m.named_parameters())[n] for n in q.names}
     batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, len(x), 32)]
     lib = criteria.score(name, m, batches, prunable=prunable, **opts)
-    assert torch.allclose(T.flatten(lib, q.names), T.criterion_scores(q, fbss_eps=1e-12)[ours], rtol=1e-9, atol=1e-18)
+    assert torch.allclose(T.flatten(lib, q.names), T.scores_from_quantities(q, fbss_eps=1e-12)[ours], rtol=1e-9, atol=1e-18)
 
 
 def test_fts_core_hutchinson_converges_to_the_exact_hessian_diagonal(digits):
