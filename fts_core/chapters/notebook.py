@@ -1,4 +1,5 @@
-"""What every chapter notebook does first: check the papermill parameters it was given.
+"""What every chapter notebook does first and last: check the papermill parameters it was
+given, and write its summary file.
 
 A notebook's ``parameters`` cell declares each parameter with a type annotation
 (``epochs: int = 6``). papermill injects the caller's values in a cell of assignments right
@@ -10,12 +11,17 @@ command line cannot express (``-p criteria fts,snip`` -> ``["fts", "snip"]``).
 from __future__ import annotations
 
 import ast
+import json
+import math
 import typing
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, MutableMapping
 
 from fts_core.hints import unknown_names
+from fts_core.io import atomic_write_text, json_default
 
-__all__ = ["check_parameters"]
+__all__ = ["check_parameters", "write_summary"]
 
 _INJECTED_HEADER = "# Parameters\n"  # the first line of the cell papermill injects
 
@@ -88,3 +94,19 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
         if name in namespace:
             namespace[name] = _coerce(name, namespace[name], hint)
     return given
+
+
+def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Write a notebook's ``summary`` as JSON at ``path`` (its folder made), atomically: key
+    order kept, numpy numbers as plain numbers, infinities as null (JSON has none)."""
+    plain = _finite(json.loads(json.dumps(summary, default=json_default)))
+    return atomic_write_text(path, json.dumps(plain, indent=1) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every infinite or NaN float replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj

@@ -1,9 +1,10 @@
-"""Device helpers shared by data loading, training and the runner: resolve a device name, wait for it."""
+"""Device helpers shared by data loading, training and the runner: resolve a device name, wait
+for it, set the CPU thread count."""
 from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "synchronize"]
+__all__ = ["resolve_device", "synchronize", "set_threads"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -31,3 +32,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":  # pragma: no cover - no MPS here
         torch.mps.synchronize()
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads for torch's intra-op work (float32 sums depend on the count,
+    so notebooks and benchmarks fix it); returns the previous count."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r}: must be an integer >= 1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
