@@ -1,22 +1,14 @@
 """Every file a run or a sweep reads or writes: names, atomic writes, YAML, checkpoints, provenance.
 
-A run folder ``out_dir/<run name>/`` holds :data:`RUN_CONFIG`, :data:`RUN_MASK`, checkpoints
-``checkpoint-EEEE.pt`` and, last, :data:`RUN_RESULT`. A sweep folder holds :data:`SWEEP_YAML`
-and :data:`SWEEP_JSON` (the spec), ``cells/<cell id>.json`` (finished cells, :func:`cell_file`),
-``failures/<cell id>.json`` (:func:`failure_file`), ``claims/<cell id>.lock`` (:func:`claim_file`), ``runs/`` (the run folders of run cells),
-``notebooks/`` and ``summaries/`` (notebook cells) and :data:`RESULTS_CSV`.
-
-Every file is written to a temporary name in the same directory, flushed, fsync'ed and
-renamed over the target (``os.replace`` is atomic on POSIX), so a reader sees the old file or
-the new one, never half of one.
-
-A checkpoint file is ``MAGIC`` + the sha256 of the payload (64 hex digits) + newline + the
-``torch.save`` payload. :func:`load_checkpoint` recomputes the hash, so a truncated or
-otherwise damaged file is *detected* (``CorruptCheckpointError``) instead of loaded; it
-loads with ``weights_only=True`` (tensors, numbers, strings, lists, dicts only).
-
-Checkpoints of a run are ``checkpoint-EEEE.pt`` (EEEE = the epoch just completed, from 0);
-:func:`latest_checkpoint` returns the newest one that loads, warning about the ones skipped.
+A run folder ``out_dir/<run name>/`` holds :data:`RUN_CONFIG`, :data:`RUN_MASK`, ``checkpoint-EEEE.pt``
+(EEEE: the epoch just completed, from 0) and, last, :data:`RUN_RESULT`. A sweep folder holds
+:data:`SWEEP_YAML` and :data:`SWEEP_JSON` (the spec), ``cells/`` (:func:`cell_file`), ``failures/``
+(:func:`failure_file`), ``claims/`` (:func:`claim_file`), ``runs/``, ``notebooks/``, ``summaries/`` and
+:data:`RESULTS_CSV`. Every file is written to a temporary name in its folder, fsync'ed and renamed
+over the target (``os.replace``): a reader sees the old file or the new one, never half of one. A
+checkpoint is ``MAGIC`` + the payload's sha256 (64 hex digits) + newline + the ``torch.save`` payload;
+:func:`load_checkpoint` detects a damaged one (``CorruptCheckpointError``) and loads with
+``weights_only=True``; :func:`latest_checkpoint` returns the newest that loads, warning about the rest.
 """
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """What the authors' code computed where it differs from what it means (chapter 1's last section).
 
-Two defects of the official code change the paper's numbers, and ``fts_core`` can reproduce
-both on request (off by default):
-
-* **FBSS without damping.** Where the empirical Fisher diagonal F̂ is exactly 0 (every
-  per-sample gradient 0, e.g. behind a ReLU that is off for every scoring image) the score
-  ``½F̂(θ − ĝ/F̂)²`` is NaN, and ``torch.topk`` ranks NaN above every number: those weights are
-  kept *first*. ``score("fbss", ..., convention="authors")`` +
-  ``make_masks(..., rounding="authors")``.
-* **The revision's SynFlow schedule** reads the pruned fraction ``s`` as the kept fraction of
-  Tanaka et al.'s schedule: round r keeps ``1 − s^(r/n)`` of the weights (0.1 % in round 1 at
-  s = 0.9). ``score("synflow", ..., convention="authors")``.
-
-The functions here measure both on a model, for the chapter's tables and figures.
+The two defects of the official code that change the paper's numbers, FBSS without damping and the
+2026 revision's SynFlow schedule, are reproduced on request elsewhere (``convention="authors"``,
+``rounding="authors"``; ``book/guide.md``, "Reproducing what the authors' code computed"). The
+functions here measure both on a model, for the chapter's tables and figures:
+:func:`fisher_zero_share`, :func:`fbss_masks`, :func:`synflow_history`.
 """
 from __future__ import annotations
 

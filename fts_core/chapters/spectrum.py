@@ -1,28 +1,16 @@
-"""Fisher information spectra of random networks (Karakida, Akaho & Amari, AISTATS 2019).
+"""Fisher information spectra of random networks (Karakida, Akaho & Amari, AISTATS 2019), chapter 2.
 
-Three tools, one concept: the eigenvalue statistics of the Fisher information matrix (FIM)
-of a network at initialization.
+* Mean-field theory (:func:`mean_field`, :func:`karakida_predictions`): the order parameters, κ₁, κ₂ and
+  the predicted moments and outliers of a fully connected net's Fisher (ReLU exact, else Gauss-Hermite).
+* Exact spectra of MLPs (:class:`FunctionalMLP`, :func:`mlp_dual_gram`): the nonzero eigenvalues from
+  the dual Gram matrix, assembled layer by layer, never forming a P-sized Jacobian.
+* Any module (:class:`FisherOperator`): matrix-free Fisher-vector products (``jvp`` and ``vjp``),
+  Lanczos or power iteration for the top eigenvalues, and the exact trace.
 
-* **Mean-field theory** (:func:`mean_field`, :func:`karakida_predictions`): the order
-  parameters :math:`\\hat q_1, \\hat q_2, \\tilde q_1, \\tilde q_2` of a fully connected net,
-  :math:`\\kappa_1, \\kappa_2`, and the predicted mean, second moment and outliers.
-  ReLU in closed form (arc-cosine kernels), other activations by Gauss-Hermite quadrature.
-* **Exact spectra of MLPs** (:class:`FunctionalMLP`, :func:`mlp_dual_gram`): the nonzero eigenvalues of
-  :math:`F = \\frac1T J^\\top B J` equal those of the dual Gram matrix
-  :math:`\\frac1T A^\\top J J^\\top A` (``B = A A^T`` block-diagonal per sample), assembled layer by
-  layer from forward activations and backward vectors, never forming a P-sized Jacobian.
-* **Matrix-free spectra of any module** (:class:`FisherOperator`): Fisher-vector products with
-  one ``torch.func.jvp`` and one ``vjp``, Lanczos (scipy ``eigsh``) or power iteration for the top
-  eigenvalues, and the exact trace from per-sample vector-Jacobian products.
-
-Fisher kinds (``kind``), all of the form ``(1/T) sum_t J_t^T B_t J_t`` with ``J_t = d f(x_t)/d theta``
-(``C x P``, f = logits):
-
-* ``"label_free"``: ``B_t = I`` (Karakida's FIM of the Gaussian regression model; the Gauss-Newton
-  matrix of the squared loss),
-* ``"softmax"``: ``B_t = diag(p_t) - p_t p_t^T`` (the true Fisher of the softmax model),
-* ``"empirical"``: ``B_t = r_t r_t^T``, ``r_t = p_t - e_{y_t}`` (the empirical Fisher of the
-  cross-entropy loss with the true labels, the one FTS uses).
+``kind`` (:data:`FISHER_KINDS`): F = (1/T) Σ_t J_tᵀ B_t J_t, J_t = ∂f(x_t)/∂θ (C x P, f = logits), with
+B_t = I for ``"label_free"`` (Karakida's), diag(p_t) − p_t p_tᵀ for ``"softmax"`` (the true Fisher), and
+r_t r_tᵀ, r_t = p_t − e_{y_t}, for ``"empirical"`` (true labels: the one FTS uses). Derivations and
+checks: ``notebooks/02_karakida_spectrum.ipynb``.
 """
 from __future__ import annotations
 

@@ -1,25 +1,16 @@
-"""Exact small-problem Taylor tools (float64) for checking pruning criteria.
+"""Exact small-problem Taylor tools (float64) for checking pruning criteria (chapter 1).
 
-Everything here is exact and therefore only meant for small networks (a few thousand
-parameters) on small data (a few hundred samples): it computes, for every prunable weight
-``i`` of a model, the quantities behind the Taylor view of pruning,
-
-* ``theta``   the weight value,
-* ``grad``    the full-batch mean gradient ``ĝ`` of the mean cross-entropy ``L``,
-* ``fisher``  the empirical Fisher diagonal ``F̂ = mean_n g_n²`` (true labels, per-sample
-  gradients, i.e. the authors' batch size B = 1),
-* ``true_fisher`` the Fisher diagonal with labels drawn from the model,
-  ``F = mean_n Σ_c p_c(x_n) (∂ℓ(x_n, c)/∂θ)²`` (equal to the Gauss-Newton diagonal for
-  softmax cross-entropy),
-* ``hessian`` the exact Hessian diagonal ``H_ii`` (one Hessian-vector product per weight),
-* ``hutchinson`` a Rademacher Hutchinson estimate of the Hessian diagonal,
-* ``delta_loss`` the *actual* change ``L(θ − θ_i e_i) − L(θ)`` from zeroing weight ``i``,
-
-all as flat float64 vectors over the prunable weights (concatenated in ``names`` order).
-:func:`scores_from_quantities` turns them into the scores of SNIP, OBD, OBD-Fisher, FTS (both sign
-conventions), FBSS and Hutchinson-Taylor with the formulas of :mod:`fts_core.scoring.formulas`
-(the conventions of the authors' code: the second-order removal model is
-``ΔL_i ≈ −θ_i g_i + ½ θ_i² H_ii``, and the code's FTS puts a ``+`` on the first-order term).
+Exact, hence for small networks (a few thousand parameters) and data (a few hundred samples).
+:func:`taylor_quantities` returns a :class:`TaylorQuantities` of flat float64 vectors over the prunable
+weights (concatenated in ``names`` order): ``theta``; ``grad``, the full-batch mean gradient ĝ of the
+mean cross-entropy L; ``fisher``, F̂ = mean_n g_n² (true labels, per-sample gradients); ``true_fisher``,
+mean_n Σ_c p_c(x_n) (∂ℓ(x_n, c)/∂θ)² (labels from the model; the Gauss-Newton diagonal); ``hessian``,
+the exact H_ii (one Hessian-vector product per weight); ``hutchinson``, a Rademacher estimate of it;
+``delta_loss``, the actual change L(θ − θ_i e_i) − L(θ). :func:`scores_from_quantities` turns them into
+SNIP, OBD, OBD-Fisher, FTS (both signs), FBSS and Hutchinson-Taylor scores with
+:mod:`fts_core.scoring.formulas`, under the authors' conventions (removal model
+ΔL_i ≈ −θ_i g_i + ½ θ_i² H_ii; the code's FTS has a ``+``). Derivations:
+``notebooks/01_fisher_derivation.ipynb``.
 """
 from __future__ import annotations
 

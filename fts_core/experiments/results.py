@@ -1,19 +1,14 @@
-"""Results tables: load the rows of sweeps and runs, summarise over seeds, lay them out like
-the paper's Table 1, and compare with the paper's published numbers.
+"""Results tables: load the rows of sweeps and runs, summarise over seeds, lay them out like the
+paper's Table 1 and compare with its published numbers (Gollini et al. 2025, v1).
 
-    table = load_results("results/sweeps/example_digits")      # a row per finished cell
-    summary = summarise(table)                                  # mean, std, n per (sparsity, criterion)
-    paper_layout(summary)                                       # rows sparsity, columns criteria, "mean ± std"
-    paper = paper_results("resnet18", "cifar10")                # Gollini et al. 2025, v1 Table 1
-    side_by_side(summary, paper)
-    ordering_sentence(compare_ordering(summary, paper), ...)
-
-Columns of :func:`load_results` (one row per cell): ``cell_id``, ``sweep``, ``status``, every
-config field (``criterion``, ``sparsity`` = the *target* sparsity, ``seed``, ...), the scalar
-metrics of the run (``test_accuracy_final``, ``test_accuracy_best_val``, ``realised_sparsity``,
-``scoring_seconds``, ...; list/dict values such as ``layer_density`` stay Python objects),
-``seconds`` (wall time of the cell), ``cpu_seconds`` (CPU time of its process), ``started``, ``finished``, ``git_revision``, ``git_dirty``,
-``version_<library>``, ``device_name`` (the device that ran it), ``hostname``, ``error``.
+:func:`load_results` -> :func:`summarise` (mean, std, n per sparsity and criterion) ->
+:func:`paper_layout` (rows sparsities, columns criteria, "mean ± std"); :func:`paper_results`,
+:func:`side_by_side`, :func:`compare_ordering` and :func:`ordering_sentence` set them against the paper.
+Columns of :func:`load_results`, a row per cell: ``cell_id``, ``sweep``, ``status``, every config field
+(``sparsity`` is the *target*), the run's scalar metrics (``test_accuracy_final``, ``realised_sparsity``,
+``scoring_seconds``, ...; lists and dicts such as ``layer_density`` stay Python objects), ``seconds``
+(wall time of the cell), ``cpu_seconds`` (CPU time of its process), ``started``, ``finished``,
+``git_revision``, ``git_dirty``, ``version_<library>``, ``device_name``, ``hostname``, ``error``.
 Accuracies are fractions in [0, 1]; the paper's numbers are percentages (use ``scale=100``).
 """
 from __future__ import annotations

@@ -1,42 +1,13 @@
 """Sweeps: a grid of runs (or notebook executions), resumable, on Ray or in-process.
 
-A sweep file (YAML) names what one *cell* of the grid executes, a base configuration and a
-grid whose cartesian product gives the cells (or a list of grids: the union of their products,
-e.g. a main grid, a dense baseline and warm-up variants of two criteria)::
-
-    name: example_digits
-    out_dir: results/sweeps/example_digits   # the sweep directory (relative to the cwd)
-    run: fts_core:run                        # default (fts_core.run); or `notebook: notebooks/04_experiments.ipynb`
-    base: {dataset: digits, model: resnet18, width: 0.125, epochs: 1}
-    grid: {criterion: [fts, snip], sparsity: [0.9, 0.95], seed: [0, 42]}
-    resources: {num_cpus: 1, num_gpus: auto} # per cell; auto = 1 GPU per cell when GPUs exist
-    ray: {num_cpus: 2}                       # ray.init options for the embedded instance
-
-Sweep directory layout (named and written atomically by :mod:`fts_core.io`)::
-
-    sweep.yaml            the spec as last run
-    cells/<cell_id>.json  one finished cell: params, result, timings, git revision, versions, device
-    failures/<cell_id>.json  the traceback of the last failed attempt (removed once the cell succeeds)
-    runs/                 run directories of `run` cells (checkpoints; a retried cell resumes)
-    notebooks/<cell_id>.ipynb, summaries/<cell_id>.json   outputs of `notebook` cells
-    results.csv           the results table, a row per finished cell (rebuilt from cells/)
-
-The worker that finishes a cell writes its row file itself, so killing the driver
-(even ``kill -9``) loses no finished cell; the cell id is a function of the cell's
-parameters, so a cell can never be recorded twice. The next ``--resume`` invocation skips
-finished cells and retries failed or interrupted ones.
-
-Scaling out with Ray: by default an embedded local Ray instance is started (all local
-CPUs; one cell per GPU when there are GPUs). To use a cluster::
-
-    ray start --head --port=6379                 # on the head node
-    ray start --address=HEAD_IP:6379             # on every other node
-    python -m fts_core sweep SWEEP.yaml --address HEAD_IP:6379 --resume   # anywhere in the cluster
-
-Every node needs the same Python environment with ``fts_core`` installed and the data under
-the same path; put ``out_dir`` on a filesystem shared by all nodes (NFS) so that checkpoints
-and rows written by workers are visible everywhere (the driver also writes each row it
-receives, so without a shared filesystem only the mid-run checkpoints stay on the nodes).
+A sweep file (YAML, :class:`SweepSpec`) names what one *cell* executes (``run:``, by default
+``fts_core:run``, or ``notebook:``), a ``base`` configuration and a ``grid`` (or a list of grids)
+whose cartesian product gives the cells; :func:`expand` lists them, each with an id that is a
+function of its parameters. :func:`sweep` runs the cells without a result (``resume=True`` also
+retries failed and interrupted ones) on Ray or, with ``backend="serial"``, in this process, and
+returns the results table (:func:`fts_core.experiments.results.load_results`). The worker that
+finishes a cell writes its row itself (files: :mod:`fts_core.io`). Sweep-file keys, the sweep
+directory, resuming, locks and clusters: ``book/reproducibility.md``, "Sweeps on Ray".
 """
 from __future__ import annotations
 

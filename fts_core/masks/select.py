@@ -1,21 +1,14 @@
 """Scores -> keep-masks: how many weights are kept, which ones, and the authors' rule.
 
-Rounding and ties (``make_masks``, default ``rounding="nearest"``). Exactly
-``k = round((1 - s) * n)`` weights are kept, ``n`` the number of prunable weights in the
-scope (all of them for ``scope="global"``, one tensor for ``scope="layer"``), ``(1 - s) * n``
-in float64, ``round`` Python's round-half-to-even. Scores are ranked by a *stable* descending
-sort of the concatenation of the flattened score tensors in dict order, so among equal scores
-the earlier one (earlier layer, then lower flat index) is kept: masks are a pure function of
-the scores on every device. Non-finite scores are refused.
-
-``rounding="authors"`` reproduces the mask function of the authors' code instead: keep
-``max(floor((1 - s) * n), 1)`` by ``torch.topk`` over the concatenated scores in their own
-dtype, which ranks NaN above every number and breaks ties in its own (device-dependent) order.
-Only this rule accepts NaN scores, because it is what turned FBSS's NaN (where F̂ = 0) into
-kept weights in the published runs.
-
-Every global top-k of the package (masks, SynFlow's rounds, the chapters) is
-:func:`top_k_mask` or :func:`make_masks`.
+:func:`make_masks` (``rounding="nearest"``) keeps exactly ``k = round((1 - s) * n)`` of the ``n``
+prunable weights in the scope (all of them for ``scope="global"``, one tensor for ``scope="layer"``;
+:func:`num_kept`: ``(1 - s) * n`` in float64, Python's round-half-to-even). It ranks by a *stable*
+descending sort of the flattened scores concatenated in dict order, so among equal scores the earlier
+layer, then the lower flat index, is kept: masks are a pure function of the scores on every device.
+Non-finite scores are refused. ``rounding="authors"`` is the mask function of the authors' code: keep
+``max(floor((1 - s) * n), 1)`` by ``torch.topk`` over the concatenated scores in their dtype, NaN
+above every number, ties in a device-dependent order; only it accepts NaN (``book/guide.md``). Every
+global top-k of the package is :func:`top_k_mask` or :func:`make_masks`.
 """
 from __future__ import annotations
 

@@ -1,38 +1,17 @@
 """The pruning criteria: each one function, its options record and one registry line.
 
 Every criterion returns ``{name: Tensor}``, one score per prunable parameter, shaped like it,
-**higher = keep**. Notation: θ weights, ĝ = (1/N) Σ_n ∇ℓ_n the mean gradient,
-F̂ = (1/N) Σ_n (∇ℓ_n)² the empirical Fisher diagonal (per-sample gradients, true labels), H the
-Hessian of the mean loss, Ĥ its Hutchinson estimate. The formulas are in
-:mod:`fts_core.scoring.formulas`; the book's guide lists them with their sources.
+**higher = keep**. Notation: θ weights, ĝ = (1/N) Σ_n ∇ℓ_n, F̂ = (1/N) Σ_n (∇ℓ_n)² (per-sample
+gradients, true labels), H the Hessian of the mean loss, Ĥ its Hutchinson estimate; the formulas are
+in :mod:`fts_core.scoring.formulas`. Where the paper and the authors' code disagree, the default
+follows the code unless the code has a defect, and the other convention is an option (the guide's
+"The criteria", ``book/guide.md``, gives each one and why):
 
-Where the paper and the authors' code disagree, the default follows the code and the other
-convention is an option:
-
-* ``fts``: ``|θĝ + ½θ²F̂|`` with a **+** (code); ``sign="-"`` gives ``|−θĝ + ½θ²F̂|``, the
-  Taylor estimate of the loss change of removing the weight; ``absolute=False`` drops the
-  absolute value. The code's batch factor ``B·F̂_B`` is the per-sample Fisher at B = 1; we always
-  compute the exact per-sample F̂.
-* ``grasp``: ``−θ_P ⊙ (Hĝ)_P``, keeping the *highest* (the authors' v1 code);
-  ``convention="reference"`` gives ``θ_P ⊙ (Hĝ)_P`` (Wang et al. remove the highest ``−θHĝ``).
-  ĝ and the Hessian-vector product are taken over **all** trainable parameters and only then
-  restricted to the prunable entries P (so the H_PO ĝ_O terms count); ``temperature`` divides
-  the logits for both (1 by default; Wang et al. use 200).
-* ``fbss``: ``½(F̂+ε)(θ − ĝ/(F̂+ε))²`` with damping ε = ``damping`` (1e-30). The authors' code
-  has no damping: where F̂ = 0 (every per-sample gradient exactly 0, e.g. behind a dead ReLU)
-  its score is NaN, which their ``torch.topk`` ranks first, so those weights are *kept first*;
-  ``convention="authors"`` computes their expression (NaN included) for
-  ``make_masks(..., rounding="authors")``. With the damping, a weight with F̂ = 0 scores
-  ``½εθ²`` ≈ 0 and goes first. ε also shifts finite scores where F̂ is itself tiny (about 1e-29
-  to 1e-24: on an eighth-width ResNet18 at initialization a handful of weights in float64, a few
-  dozen in float32), by far less than the gaps that order them, so their ranking is unchanged.
-* ``snip``: ``|θ ⊙ ĝ|`` with ĝ over the whole scoring set (the code sums; original SNIP uses one
-  batch); ``grad_norm``: ``|ĝ|``.
-* Hutchinson family (2026 revision): Ĥ from ``probes`` Rademacher probes per batch at logit
-  temperature ``temperature`` = 200 (the revision's code); ``hts`` uses ĝ at the same
-  temperature (both terms are the Taylor terms of the same tempered loss).
-* ``synflow``: an iterative, data-free procedure towards the target ``sparsity``
-  (:mod:`fts_core.scoring.synflow`); ``convention="authors"`` runs the revision's schedule.
+* ``fts``, ``hts``: ``sign`` ("+" the code, "-" the removal expansion) and ``absolute``;
+* ``grasp``: keeps the highest −θ_P ⊙ (Hĝ)_P (the code); ``convention="reference"``: Wang et al.'s sign;
+* ``fbss``: damped by ``damping`` ε; ``convention="authors"``: the code's undamped score, NaN where F̂ = 0;
+* ``synflow``: needs ``sparsity`` (:mod:`fts_core.scoring.synflow`); ``convention="authors"``: the revision's;
+* Hutchinson family: ``probes`` per batch at ``temperature`` 200, as in the 2026 revision's code.
 """
 from __future__ import annotations
 

@@ -1,32 +1,15 @@
 """Hessian-vector products (double backprop) for GraSP and the Hutchinson Hessian diagonal.
 
-All quantities refer to the mean scoring loss over N samples (cross-entropy, logit
-temperature T)::
+Everything refers to the mean scoring loss over N samples at logit temperature T::
 
     L_T(θ) = (1/N) Σ_n ℓ(f(x_n; θ)/T, y_n)        Hv = ∇_θ (∇_θ L_T · v)
 
-**GraSP** (:func:`grasp_hg`) follows Wang et al. (2020) and the authors' code: ĝ and the
-product H ĝ are taken over **all trainable parameters** θ_A of the model (every parameter with
-``requires_grad``, plus the prunable ones: conv/linear weights, biases, BatchNorm scales and
-shifts, the classifier), and only then restricted to the prunable entries::
-
-    score_P = −θ_P ⊙ (H_AA ĝ_A)_P = −θ_P ⊙ (H_PP ĝ_P + H_PO ĝ_O)        (O = A \\ P)
-
-Restricting ĝ and H to the prunable block first (H_PP ĝ_P) would drop the cross term H_PO ĝ_O
-through the classifier, biases and BatchNorm, and give different scores (the float64
-reference test of ``tests/scoring/test_criteria.py`` tells the two apart); ``wrt=params`` still gives
-that restricted product on request.
-
-**Hutchinson** (:func:`hutchinson_diag`): diag(H)_P does not depend on which other parameters
-vary, so probes are drawn over the prunable parameters only (no extra variance from the rest).
-
-Double backprop runs attention under PyTorch's math kernel (the fused CPU/GPU attention kernels
-have no second derivative); an operation that torch cannot differentiate twice raises a
-``ValueError`` naming it (:func:`second_order`).
-
-Batches are processed one at a time (``H = Σ_b H_b``, exact for a model whose samples do not
-interact, i.e. BatchNorm in eval mode), so memory is one batch's double-backward graph. Each
-pass shows a tqdm bar over the samples unless ``quiet``.
+:func:`grasp_hg` returns ``(ĝ_P, (Hĝ)_P)``, ĝ and Hĝ taken over every trainable parameter
+(:func:`trainable_parameters`, or ``wrt``) and only then restricted to the prunable ones P;
+:func:`hutchinson_diag` estimates diag(H)_P with Rademacher probes over P only. Batches are
+processed one at a time (H = Σ_b H_b: exact when samples do not interact, i.e. BatchNorm in eval
+mode). :func:`second_order` runs attention on the math kernel and names an operation that has no
+second derivative (``ValueError``). Why GraSP keeps the cross terms: ``book/guide.md``, "The criteria".
 """
 from __future__ import annotations
 

@@ -1,17 +1,15 @@
-"""Per-layer rules of the vectorised per-sample path: for each stock layer type, when an instance
-is handled exactly, and how Σ_n g_n and Σ_n g_n ⊙ g_n of its parameters follow from the layer's
-input and output-gradient for a chunk of samples.
+"""Per-layer rules of the vectorised per-sample path: when a stock layer is handled exactly, and how
+Σ_n g_n and Σ_n g_n ⊙ g_n of its parameters follow from its input and output-gradient for a chunk.
 
-    RULES[type(module)].check(module)                    # None, or why this instance is not handled
+    RULES[type(module)].check(module)                         # None, or why this instance is not handled
     RULES[type(module)].accumulate(module, inp, gout, g, f)   # g[attr] += Σ_n g_n, f[attr] += Σ_n g_n²
 
-``inp`` is the layer's first input (B, ...), ``gout`` the gradient of the summed loss w.r.t. its
-(first) output; ``g``/``f`` map the attributes to score (``"weight"``, ``"bias"``) to accumulators
-shaped like the parameters. A rule with ``whole_call`` gets ``inp = (args, kwargs)`` of the call
-instead and owns the parameters of the module's children too (``"out_proj.weight"`` of
-MultiheadAttention, which its forward uses without calling ``out_proj``). A rule raises
-:class:`NotExact` when a call is one it cannot handle exactly. Adding a layer type = one entry of
-:data:`RULES` and its test against autograd (``tests/scoring/test_layer_rules.py``).
+``inp``: the layer's first input (B, ...); ``gout``: the gradient of the summed loss w.r.t. its
+(first) output; ``g``/``f``: attribute (``"weight"``, ``"bias"``) -> accumulator shaped like the
+parameter. A ``whole_call`` rule gets ``inp = (args, kwargs)`` and owns its children's parameters too
+(MultiheadAttention's ``"out_proj.weight"``). A rule raises :class:`NotExact` for a call it cannot
+handle exactly. A new layer type: one :data:`RULES` entry and its test against autograd
+(``tests/scoring/test_layer_rules.py``).
 """
 from __future__ import annotations
 

@@ -1,53 +1,17 @@
 """Per-sample gradient statistics in one pass: mean gradient ĝ and empirical Fisher diagonal F̂.
 
-For the prunable parameters θ_P of a model in eval mode and N scoring samples (x_n, y_n)::
+:func:`per_sample_stats` returns a :class:`GradStats` (name -> tensor shaped like the parameter)::
 
     ĝ = (1/N) Σ_n g_n,      F̂ = (1/N) Σ_n g_n ⊙ g_n,      g_n = ∇_θP ℓ(f(x_n)/T, y_n)
 
-(ℓ = cross-entropy, T = logit temperature, 1 by default). F̂ is the diagonal of the empirical
-Fisher with true labels, i.e. the authors' scoring with batch size B = 1. Both come from the
-same pass, so FTS, FD, FP and FBSS cost one pass.
-
-Strategies (all exact; the tests check that they agree to float64 round-off):
-
-``"loop"``
-    One sample at a time: ``autograd.grad`` of the sample's loss w.r.t. the prunable parameters
-    only, accumulated with ``torch._foreach`` ops. The plainest reference.
-``"hooks"``
-    Vectorised over a chunk of samples with per-layer hooks: one batched forward, one backward to
-    the *activations only*, and per layer the per-sample weight gradients from the saved input and
-    output-gradient, reduced (sum, sum of squares) as soon as that layer's output-gradient arrives.
-    Memory: one chunk's activations plus one layer's per-sample gradients. Conv2d weights
-    (``conv_method``): ``"grouped"`` (one convolution weight-gradient with the chunk's samples as
-    groups, what vmap's batching rule does) or ``"per_sample"`` (one weight-gradient per sample
-    from the batched tensors, reduced while it is in cache; for few output positions ``unfold``
-    once and one ``mm`` per sample into a reused buffer). ``"auto"`` picks grouped on accelerators
-    and for small layers (at most :data:`CPU_GROUPED_MAX_WEIGHTS` weights) on the CPU, per_sample
-    for larger CPU layers (groups 1). Every other layer type by its rule in
-    :data:`fts_core.scoring.layer_rules.RULES`: Linear on inputs of any rank, Conv1d/2d/3d with
-    any groups, stride, dilation, padding and padding mode, ConvTranspose1d/2d/3d, eval-mode
-    BatchNorm1d/2d/3d, LayerNorm, GroupNorm, Embedding and MultiheadAttention (every projection).
-    The path is used for a module only where it is exact (:func:`hooks_supported`): the stock
-    layer's own computation (a subclass that overrides a method of the layer counts only when
-    :func:`register_equivalent` says it computes the same), no forward hooks of the user, no
-    parameter shared between modules; and, checked on the first chunk, each such module called
-    once per forward and the per-sample gradients summing to autograd's batch gradient (so a
-    weight also used outside the module's call is caught).
-``"vmap"``
-    ``torch.func.vmap(grad(...))`` over chunks: generic (any module), but materialises a chunk of
-    full per-sample gradients (memory ∝ chunk x #params).
-``"auto"``
-    ``"hooks"`` when every prunable parameter is supported and the first chunk's checks pass;
-    otherwise ``"vmap"``, and the loop where vmap cannot run the model (on the CPU only: never a
-    per-sample loop on another device). An explicit ``"hooks"`` that fails a check raises an error
-    naming the layer and the strategies that work.
-
-Per-sample gradients assume that samples do not interact in the forward pass (eval-mode
-BatchNorm; ``fts_core.score`` refuses batch statistics by default).
-
-What each strategy and Conv2d method costs, measured side by side with BackPACK, Opacus and
-vmap(grad), is in ``benchmarks/README.md`` (``benchmarks/scoring.py``). Nothing here syncs the host
-per sample: all accumulation stays on the device.
+(ℓ: cross-entropy with the true labels, T: logit temperature, 1 by default). The model must be in
+eval mode (samples must not interact). ``strategy`` (:data:`STRATEGIES`, all exact): ``"hooks"``
+(per-layer rules of :mod:`fts_core.scoring.layer_rules`, where :func:`hooks_supported` and checks on
+the first chunk say they are exact), ``"vmap"``, ``"loop"``, or ``"auto"`` (hooks, else vmap, else the
+loop, on the CPU only). ``conv_method``, how hooks get a Conv2d's weight gradients: ``"grouped"``
+(samples as groups), ``"per_sample"`` (one per sample; ``unfold`` and ``mm`` for few output positions)
+or ``"auto"`` (grouped on accelerators and, on the CPU, up to :data:`CPU_GROUPED_MAX_WEIGHTS` weights).
+Which layers take which path: ``book/guide.md``; what each costs: ``benchmarks/README.md``.
 """
 from __future__ import annotations
 

@@ -1,29 +1,15 @@
 """SynFlow (Tanaka et al. 2020): data-free, iterative pruning by synaptic flow.
 
-One round: on a copy of the network with every parameter *and buffer* replaced by its
-absolute value (BatchNorm in eval mode with |running statistics|, like Tanaka et al.'s
-``linearize``) and the current mask applied, feed an all-ones input of one sample and take
-``R = Σ outputs``; the score is ``|θ ⊙ ∂R/∂θ|``. Rounds r = 1..n keep the global top
-``round(d^(r/n) · P)`` weights (exponential schedule, d = 1 − sparsity; ``schedule="linear"``
-keeps ``round((1 − s·r/n)·P)``), never reviving a pruned weight. Counts and tie-break are
-those of :func:`fts_core.masks.make_masks` (``masks.num_kept`` at the round's sparsity,
-``masks.top_k_mask``).
-
-Because SynFlow is a *procedure*, :func:`synflow_scores` needs the target sparsity. It
-returns the scores of the final round (computed with the mask of round n−1) with every
-weight pruned in rounds 1..n−1 set to ``-1`` (below every real score, which is ≥ 0), so
-``make_masks(scores, sparsity)`` (global scope, same rounding) performs exactly the last
-round and reproduces the iterative mask. Differences from Tanaka's code: ties at the
-threshold are broken by index (stable sort) instead of pruning every tied weight, and the
-computation is in float64 by default (``double=False`` for the model's dtype).
-
-``convention="authors"`` reproduces the 2026 revision's code instead (for comparison only):
-round r keeps ``max(floor((1 − s^(r/n))·P), 1)`` weights, i.e. it reads the *pruned* fraction
-``s`` as Tanaka's *kept* fraction, so round 1 keeps about 0.1 % at s = 0.9; each round is a
-``torch.topk`` in the model's dtype over all prunable scores (a pruned weight may be selected
-again, with score 0, but stays 0), the weights are multiplied by each round's mask, and the
-returned scores are those of the last round, unmarked: ``make_masks(scores, s,
-rounding="authors")`` then gives the revision's final mask.
+One round scores ``|θ ⊙ ∂R/∂θ|``, ``R = Σ outputs`` of a copy of the network whose parameters and
+buffers are replaced by their absolute values (BatchNorm in eval mode), the current mask applied, on
+an all-ones input of one sample. Round r = 1..n keeps the global top ``round(d^(r/n) · P)`` weights
+(d = 1 − sparsity; ``schedule="linear"``: ``round((1 − s·r/n) · P)``; :func:`kept_per_round`), never
+reviving a pruned one, with the counts and tie-break of :func:`fts_core.masks.make_masks`.
+:func:`synflow_scores` needs the target ``sparsity`` and returns the final round's scores with every
+weight pruned in rounds 1..n−1 set to ``-1`` (real scores are ≥ 0), so ``make_masks(scores, sparsity)``
+(global scope) performs the last round and reproduces the iterative mask. ``convention="authors"``:
+the 2026 revision's schedule, round r keeping ``max(floor((1 − s^(r/n)) · P), 1)``, scores unmarked,
+for ``rounding="authors"``. Both conventions and how they differ from Tanaka's code: ``book/guide.md``.
 """
 from __future__ import annotations
 

@@ -2,15 +2,9 @@
 
 Every model maps images ``(B, in_channels, H, W)`` (float, normalised) to logits
 ``(B, num_classes)``; the final classifier is always the ``nn.Linear`` named ``linear``.
-Weights use PyTorch's default initialisation, as in the authors' code.
-
-``width`` multiplies every channel / hidden count: ``max(1, round(c * width))``, so
-``width=0.25`` gives a ResNet18 with 16..128 channels that trains quickly on a CPU.
-
-Add a model by name::
-
-    @register_model("my_net")
-    def my_net(num_classes: int, in_channels: int, width: float) -> nn.Module: ...
+Weights use PyTorch's default initialisation, as in the authors' code. ``width`` multiplies every
+channel / hidden count, ``max(1, round(c * width))`` (``width=0.25``: a ResNet18 of 16..128 channels).
+:func:`register_model` adds a model by name (``book/guide.md``, "Adding a model").
 """
 from __future__ import annotations
 
