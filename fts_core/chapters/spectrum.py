@@ -25,7 +25,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from fts_core.masks.select import make_masks
+from fts_core.masks.select import check_sparsity, make_masks
 
 __all__ = [
     "ACTIVATIONS_WITH_DERIVATIVES",
@@ -457,8 +457,7 @@ def fit_loglog(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 def global_kept_fraction(scores: Sequence[Tensor], sparsity: float) -> list[float]:
     """Kept fraction per tensor of ``make_masks`` over all tensors at ``sparsity`` (one global
     ranking, the masks' rounding and tie-break)."""
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    check_sparsity(sparsity, below_one=True)
     masks = make_masks({str(i): s for i, s in enumerate(scores)}, sparsity)
     return [float(m.double().mean()) for m in masks.values()]
 

@@ -29,7 +29,7 @@ import yaml
 
 from fts_core.hints import unknown_names
 from fts_core.io import load_yaml_mapping
-from fts_core.masks.select import ROUNDINGS, SCOPES
+from fts_core.masks.select import ROUNDINGS, SCOPES, check_sparsity
 from fts_core.scoring import BN_MODES, CRITERIA, Options
 from fts_core.scoring.persample import check_strategy
 from fts_core.setup.datasets import DATASETS
@@ -208,8 +208,7 @@ class RunConfig:
 
         if not self.width > 0:
             raise bad("width", "must be > 0")
-        if not 0.0 <= self.sparsity < 1.0:
-            raise bad("sparsity", "must be in [0, 1)")
+        check_sparsity(self.sparsity, "config sparsity", below_one=True)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be > 0")

@@ -13,30 +13,33 @@ global top-k of the package is :func:`top_k_mask` or :func:`make_masks`.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["ROUNDINGS", "SCOPES", "num_kept", "make_masks", "top_k_mask", "authors_top_k_mask", "split_like"]
+__all__ = ["ROUNDINGS", "SCOPES", "check_sparsity", "num_kept", "make_masks", "top_k_mask", "authors_top_k_mask", "split_like"]
 
 ROUNDINGS = ("nearest", "authors")
 SCOPES = ("global", "layer")
 
 
-def _check_sparsity(sparsity: float) -> float:
+def check_sparsity(sparsity: Any, name: str = "sparsity", *, below_one: bool = False) -> float:
+    """``sparsity`` (the pruned fraction) as a float in [0, 1], or [0, 1) with ``below_one``
+    (a network that must keep a weight: a run, a spectrum); ``ValueError`` naming ``name``."""
+    high = ")" if below_one else "]"
     try:
         s = float(sparsity)
     except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a number in [0, 1], got {sparsity!r}") from None
-    if isinstance(sparsity, bool) or not (0.0 <= s <= 1.0):  # also rejects NaN
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}")
+        raise ValueError(f"{name}={sparsity!r}: must be a number in [0, 1{high}") from None
+    if isinstance(sparsity, bool) or not (0.0 <= s <= 1.0) or (below_one and s == 1.0):  # also rejects NaN
+        raise ValueError(f"{name}={sparsity!r}: must be in [0, 1{high}")
     return s
 
 
 def num_kept(n: int, sparsity: float, rounding: str = "nearest") -> int:
     """Number of weights kept out of ``n`` at ``sparsity`` (see the module docstring)."""
-    s = _check_sparsity(sparsity)
+    s = check_sparsity(sparsity)
     if rounding == "nearest":
         k = round((1.0 - s) * n)  # float64, round half to even
     elif rounding == "authors":
@@ -92,7 +95,7 @@ def make_masks(
     the module docstring). Returns ``{name: BoolTensor}`` shaped and placed like the scores.
     Non-finite scores raise ValueError naming the layer, except under ``rounding="authors"``.
     """
-    s = _check_sparsity(sparsity)
+    s = check_sparsity(sparsity)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; allowed: {SCOPES}")
     if rounding not in ROUNDINGS:

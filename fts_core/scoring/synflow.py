@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from tqdm.auto import tqdm
 
-from fts_core.masks.select import authors_top_k_mask, num_kept, split_like, top_k_mask
+from fts_core.masks.select import authors_top_k_mask, check_sparsity, num_kept, split_like, top_k_mask
 from fts_core.scoring.gradients import zeros_for_none
 
 __all__ = ["synflow_scores", "SCHEDULES", "CONVENTIONS", "kept_per_round"]
@@ -56,9 +56,7 @@ def synflow_scores(model: nn.Module, names: Sequence[str], input_shape: Sequence
     ``{"round", "nonzero_scores", "kept"}`` per round (``kept``: the weights still non-zero
     after that round's mask; the last round's is left to ``make_masks``).
     """
-    s = float(sparsity)
-    if not 0.0 <= s <= 1.0:
-        raise ValueError(f"synflow needs sparsity in [0, 1], got {sparsity!r}")
+    s = check_sparsity(sparsity)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if schedule not in SCHEDULES:

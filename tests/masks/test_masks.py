@@ -165,6 +165,16 @@ def test_bad_sparsity_is_rejected(bad):
         make_masks(rand_scores(tiny()), bad)
 
 
+def test_one_sparsity_check_names_the_value_and_its_range():
+    from fts_core.experiments.config import RunConfig
+    from fts_core.masks.select import check_sparsity
+    assert check_sparsity(1) == 1.0 and check_sparsity(0.5, below_one=True) == 0.5
+    with pytest.raises(ValueError, match=r"^target=1.0: must be in \[0, 1\)$"):
+        check_sparsity(1.0, "target", below_one=True)
+    with pytest.raises(ValueError, match=r"^config sparsity=1.0: must be in \[0, 1\)$"):  # a run keeps a weight
+        RunConfig(sparsity=1.0)
+
+
 def test_bad_scores_and_scope_are_rejected():
     with pytest.raises(ValueError, match="non-empty"):
         make_masks({}, 0.5)
