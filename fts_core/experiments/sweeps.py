@@ -401,6 +401,26 @@ def _write_if_changed(path: Path, obj: Any, write: Callable[[Path, Any], Any]) -
     write(path, obj)
 
 
+#: how often a local Ray is started before its startup timeout is final
+_RAY_STARTS = 3
+
+
+def _start_local_ray(ray: Any, kwargs: dict[str, Any], quiet: bool) -> None:
+    """``ray.init(**kwargs)`` on this machine; Ray gives its node a fixed 30 s to start, which a
+    busy machine can miss, so a startup timeout is retried (``_RAY_STARTS`` starts in all)."""
+    for start in range(1, _RAY_STARTS + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as err:  # noqa: BLE001  (Ray raises a bare Exception for this)
+            if "timed out during startup" not in str(err) or start == _RAY_STARTS:
+                raise
+            ray.shutdown()
+            if not quiet:
+                print(f"[fts_core.sweep] Ray did not start within its 30 s (a busy machine?); start {start + 1} of "
+                      f"{_RAY_STARTS}", file=sys.stderr, flush=True)
+
+
 def _run_on_ray(spec: SweepSpec, tasks: list[CellTask], progress: "_Progress", *,
                 address: str | None, max_parallel: int | None, quiet: bool) -> None:
     import ray  # lazy: only sweeps on Ray need it
@@ -417,7 +437,7 @@ def _run_on_ray(spec: SweepSpec, tasks: list[CellTask], progress: "_Progress", *
                 kwargs.pop(key, None)  # a running cluster fixes these
             ray.init(address=address, **kwargs)
         else:
-            ray.init(**kwargs)
+            _start_local_ray(ray, kwargs, quiet)
         started_here = True
     try:
         cluster = ray.cluster_resources()

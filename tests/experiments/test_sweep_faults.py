@@ -257,3 +257,31 @@ def test_unknown_names_suggest_the_closest():
         RunConfig(model="resnet81").check_names()
     with pytest.raises(ValueError, match=r"unknown dataset 'digit' \(did you mean 'digits'\?\)"):
         RunConfig(dataset="digit").check_names()
+
+
+def test_a_local_ray_that_misses_its_startup_timeout_is_started_again():
+    """Ray gives its node a fixed 30 s; on a busy machine a start can miss it: start again,
+    but never hide another error."""
+    from fts_core.experiments import sweeps as S
+
+    class FakeRay:
+        def __init__(self, failures, message="The current node timed out during startup. ..."):
+            self.failures, self.message, self.inits, self.shutdowns = failures, message, 0, 0
+
+        def init(self, **kwargs):
+            self.inits += 1
+            if self.inits <= self.failures:
+                raise Exception(self.message)
+
+        def shutdown(self):
+            self.shutdowns += 1
+
+    ray = FakeRay(failures=2)
+    S._start_local_ray(ray, {}, quiet=True)
+    assert (ray.inits, ray.shutdowns) == (3, 2)
+    with pytest.raises(Exception, match="timed out during startup"):
+        S._start_local_ray(FakeRay(failures=S._RAY_STARTS), {}, quiet=True)
+    other = FakeRay(failures=1, message="address already in use")
+    with pytest.raises(Exception, match="address already in use"):
+        S._start_local_ray(other, {}, quiet=True)
+    assert other.inits == 1
