@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from fts_core.masks.select import check_sparsity, make_masks
+from fts_core.setup.seeding import make_generator
 
 __all__ = [
     "ACTIVATIONS_WITH_DERIVATIVES",
@@ -484,7 +485,7 @@ def small_convnet(channels: int, *, depth: int = 3, in_channels: int = 3, image_
         raise ValueError(f"channels and depth must be >= 1, got channels={channels}, depth={depth}")
     if head not in ("pool", "flatten"):
         raise ValueError(f"unknown head {head!r}; allowed: ['pool', 'flatten']")
-    g = torch.Generator().manual_seed(int(seed))
+    g = make_generator(int(seed))
     layers: list[nn.Module] = []
     c_in = in_channels
     for _ in range(depth):

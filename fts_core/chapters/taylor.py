@@ -31,6 +31,7 @@ from fts_core.masks.select import num_kept, top_k_mask
 from fts_core.scoring import curvature
 from fts_core.scoring import formulas as Fm
 from fts_core.setup.models import MLP, build_model
+from fts_core.setup.seeding import seed_torch
 
 __all__ = [
     "CRITERION_NAMES",
@@ -104,7 +105,7 @@ def make_mlp(
     """A float64 ``mlp`` of the model registry on ``in_features``-vectors, with PyTorch's default
     initialisation drawn from ``seed`` (the global RNG is left as it was)."""
     gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    seed_torch(seed)
     try:
         model = build_model("mlp", num_classes=num_classes, in_channels=in_features, input_size=1,
                             hidden=tuple(hidden), activation=activation).double()

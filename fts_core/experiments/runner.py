@@ -60,6 +60,7 @@ from fts_core.setup.data import load_data
 from fts_core.setup.device import resolve_device, synchronize
 from fts_core.setup.layout import resolve_channels_last
 from fts_core.setup.models import build_model
+from fts_core.setup.seeding import seed_torch
 
 __all__ = ["run"]
 
@@ -183,7 +184,7 @@ def _stored_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _build_model(cfg: RunConfig, data: Any, device: torch.device) -> nn.Module:
-    torch.manual_seed(cfg.seed)  # the init seed
+    seed_torch(cfg.seed)  # the init seed
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, width=cfg.width,
                         **cfg.model_options)
     return model.to(device)

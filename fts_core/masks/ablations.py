@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from fts_core.masks.prunable import owner
+from fts_core.setup.seeding import make_generator, seed_torch
 
 __all__ = ["shuffle_masks", "reinit_kept", "invert_scores"]
 
@@ -27,7 +28,7 @@ def shuffle_masks(masks: Mapping[str, Tensor], seed: int = 0) -> dict[str, Tenso
     masks' devices, shaped like them."""
     if not isinstance(masks, Mapping) or len(masks) == 0:
         raise ValueError("masks must be a non-empty dict name -> BoolTensor")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = make_generator(int(seed))
     out = {}
     for name, m in masks.items():
         if not isinstance(m, Tensor) or m.dtype != torch.bool:
@@ -42,7 +43,7 @@ def reinit_kept(model: nn.Module, masks: Mapping[str, Tensor], seed: int = 0) ->
     """Re-initialise the kept weights of ``model`` in place with each layer's default init.
 
     For every masked parameter, a CPU copy of its module is ``reset_parameters()``-ed under
-    ``torch.manual_seed(seed + i)`` (``i`` = position in ``masks``; the global RNG is
+    ``seed_torch(seed + i)`` (``i`` = position in ``masks``; the global RNG is
     restored), and the fresh values are copied into the kept entries; pruned entries are set
     to 0. Modules without ``reset_parameters`` raise ValueError. Returns ``model``."""
     if not isinstance(masks, Mapping) or len(masks) == 0:
@@ -60,7 +61,7 @@ def reinit_kept(model: nn.Module, masks: Mapping[str, Tensor], seed: int = 0) ->
             raise ValueError(f"cannot re-initialise {name!r}: {type(module).__name__} has no reset_parameters()")
         fresh_module = copy.deepcopy(module).to("cpu")
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed) + i)
+            seed_torch(int(seed) + i)
             fresh_module.reset_parameters()
         fresh = getattr(fresh_module, leaf).detach().to(device=p.device, dtype=p.dtype)
         p.copy_(torch.where(m.to(p.device), fresh, torch.zeros((), dtype=p.dtype, device=p.device)))

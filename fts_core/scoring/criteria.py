@@ -26,6 +26,7 @@ from fts_core.scoring.context import ScoringContext
 from fts_core.scoring.registry import Options, criterion, option
 from fts_core.scoring.synflow import CONVENTIONS as SYNFLOW_CONVENTIONS
 from fts_core.scoring.synflow import SCHEDULES, synflow_scores
+from fts_core.setup.seeding import make_generator
 
 Scores = dict[str, Tensor]
 
@@ -80,7 +81,7 @@ class HtsOptions(HutchinsonOptions, TaylorOptions):
 @criterion("random", label="Random", needs_data=False)
 def random_scores(ctx: ScoringContext) -> Scores:
     """Uniform [0, 1) scores from a CPU generator seeded by ``seed`` (device-independent)."""
-    gen = torch.Generator().manual_seed(int(ctx.seed))
+    gen = make_generator(int(ctx.seed))
     return {n: torch.rand(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype)
             for n, p in ctx.params.items()}
 

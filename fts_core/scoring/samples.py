@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fts_core.setup.seeding import make_generator
+
 __all__ = ["collect", "select", "to_device"]
 
 
@@ -61,7 +63,7 @@ def select(batches: list[tuple[Tensor, Tensor]], num_samples: int | None, per_cl
         return batches
     sizes = [int(b[0].shape[0]) for b in batches]
     n = sum(sizes)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = make_generator(int(seed))
     if per_class is not None:
         y_cpu = torch.cat([b[1].reshape(-1).cpu() for b in batches])  # labels only (small)
         picks = []

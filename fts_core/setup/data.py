@@ -17,7 +17,8 @@ from sklearn.model_selection import train_test_split
 from fts_core.hints import unknown_names
 from fts_core.setup.datasets import DATASETS, DEFAULT_ROOT, RawData
 from fts_core.setup.device import resolve_device
-from fts_core.setup.loader import DataBundle, Split, check_seed
+from fts_core.setup.loader import DataBundle, Split
+from fts_core.setup.seeding import check_seed
 
 __all__ = ["load_data", "check_available"]
 

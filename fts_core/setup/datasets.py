@@ -20,7 +20,8 @@ import torchvision
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from fts_core.setup.loader import Split, check_seed
+from fts_core.setup.loader import Split
+from fts_core.setup.seeding import make_generator
 
 __all__ = ["DATASETS", "RawData", "register_dataset", "read_idx", "channel_stats", "DEFAULT_ROOT",
            "FASHION_MNIST_SYSTEM_DIR"]
@@ -210,7 +211,7 @@ def synthetic(root: Path, download: bool, num_classes: int = 10, in_channels: in
                             ("train_size", train_size, num_classes), ("test_size", test_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"synthetic: {key} must be an integer >= {low}, got {value!r}")
-    gen = torch.Generator().manual_seed(check_seed(data_seed))
+    gen = make_generator(data_seed)
     protos = 32 + 191 * torch.rand(num_classes, in_channels, 4, 4, generator=gen)
     protos = F.interpolate(protos, size=(32, 32), mode="bilinear", align_corners=False)
 

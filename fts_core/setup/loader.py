@@ -16,14 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Split", "DataBundle", "TensorLoader", "epoch_seed", "crop_flip", "check_seed"]
+from fts_core.setup.seeding import check_seed, make_generator
 
-
-def check_seed(seed: int) -> int:
-    """``seed`` as an int >= 0 (``ValueError`` naming it otherwise)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
+__all__ = ["Split", "DataBundle", "TensorLoader", "crop_flip"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +67,6 @@ class DataBundle:
                             shuffle=is_train if shuffle is None else shuffle,
                             augment=is_train if augment is None else augment,
                             hflip=self.hflip, seed=seed, epoch=epoch, drop_last=drop_last)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 63-bit seed for the pair (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class TensorLoader:
@@ -137,7 +127,7 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, device = self.num_samples, self.device
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        gen = make_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=gen).to(device) if self.shuffle else None
         if self.augment:
             offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen).to(device)
