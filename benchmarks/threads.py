@@ -36,7 +36,7 @@ def epoch_seconds(threads: int, repeats: int, batches: int | None) -> float:
     for r in range(repeats):
         torch.manual_seed(0)
         model = fts_core.build_model("resnet18", num_classes=10, in_channels=1, width=0.125)
-        opt = make_optimizer(model, lr=0.05)
+        opt = make_optimizer(model, lr=0.05, momentum=0.9, weight_decay=5e-4)
         loader = list(data.loader("train", 32, seed=0, epoch=r))[:batches]
         best = min(best, train_epoch(model, loader, opt)["seconds"])
     return best

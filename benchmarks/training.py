@@ -134,7 +134,7 @@ def fresh(model: nn.Module, masks: dict | None, ours: bool, channels_last: bool 
     m = copy.deepcopy(model)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
-    opt = make_optimizer(m, lr=0.01)
+    opt = make_optimizer(m, lr=0.01, momentum=0.9, weight_decay=5e-4)
     if masks is not None:
         with torch.no_grad():
             for n, p in m.named_parameters():
@@ -257,7 +257,7 @@ def _masked_by(kind: str, model: nn.Module, masks: dict, cl: bool):
         elif kind == "gradient hooks only":
             params[name].register_hook(lambda g, keep=mask: torch.where(keep, g, torch.zeros((), dtype=g.dtype)))
     if kind in ("prune", "parametrize"):
-        opt = make_optimizer(m, lr=0.01)  # the parameters were replaced
+        opt = make_optimizer(m, lr=0.01, momentum=0.9, weight_decay=5e-4)  # the parameters were replaced
     elif kind == "step hook only":
         pruned = [(params[n], ~mk) for n, mk in masks.items()]
 

@@ -20,17 +20,16 @@ from fts_core.setup.device import synchronize
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_optimizer(
-    model: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4
-) -> torch.optim.SGD:
-    """SGD over all parameters, weight decay on all of them (the authors' setting)."""
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD over all parameters, weight decay on all of them (the authors' setting); the values
+    are RunConfig's (``lr``, ``momentum``, ``weight_decay``), which hold the protocol's defaults."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, milestones: Sequence[int] = (60, 120), gamma: float = 0.2
-) -> torch.optim.lr_scheduler.MultiStepLR:
-    """MultiStepLR stepped once per epoch; milestones count from epoch 0 of the run."""
+def make_scheduler(optimizer: torch.optim.Optimizer, milestones: Sequence[int],
+                   gamma: float) -> torch.optim.lr_scheduler.MultiStepLR:
+    """MultiStepLR stepped once per epoch; milestones count from epoch 0 of the run (RunConfig's
+    ``milestones`` and ``gamma``)."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
 
 

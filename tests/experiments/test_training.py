@@ -61,7 +61,7 @@ def test_evaluate_matches_manual_cross_entropy_and_restores_mode(data):
 def test_training_learns_the_synthetic_task(data):
     torch.manual_seed(0)
     model = build_model("mlp", hidden=(64,))
-    opt = make_optimizer(model, lr=0.05)
+    opt = make_optimizer(model, lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = data.loader("train", 32, seed=0)
     losses = []
     for epoch in range(4):
@@ -87,7 +87,7 @@ def test_no_host_sync_per_step(data, monkeypatch):
     def reads(batch_size: int) -> tuple[int, int]:
         torch.manual_seed(0)
         model = build_model("small_cnn", width=0.25)  # conv + BatchNorm + linear
-        opt = make_optimizer(model)
+        opt = make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
         masks = {n: torch.rand_like(p) > 0.5 for n, p in prunable_parameters(model).items()}
         apply_masks(model, masks, opt)
         loader = data.loader("train", batch_size, seed=0)
@@ -107,7 +107,7 @@ def test_masked_training_keeps_pruned_weights_exactly_zero_after_dense_warmup(da
     """The authors' defect: momentum from dense warm-up epochs must not move pruned weights."""
     torch.manual_seed(0)
     model = build_model("small_cnn", width=0.25)
-    opt = make_optimizer(model, lr=0.05)
+    opt = make_optimizer(model, lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = data.loader("train", 32, seed=0)
     train_epoch(model, loader, opt)  # dense warm-up: momentum buffers are non-zero everywhere
     masks = make_masks({n: p.detach().abs() for n, p in prunable_parameters(model).items()}, 0.9, scope="layer")
@@ -170,6 +170,6 @@ def test_scheduler_follows_milestones_from_epoch_zero():
 def test_empty_loader_is_an_error():
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="no batches"):
-        train_epoch(model, [], make_optimizer(model))
+        train_epoch(model, [], make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4))
     with pytest.raises(ValueError, match="no batches"):
         evaluate(model, [])
