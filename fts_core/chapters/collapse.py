@@ -38,7 +38,6 @@ from fts_core.setup.models import build_model
 __all__ = [
     "STATES",
     "STATE_LABELS",
-    "DATA_FREE",
     "DEFAULT_CRITERIA",
     "sparsity_grid",
     "prepare_model",
@@ -52,8 +51,6 @@ __all__ = [
 
 STATES = ("init", "bn", "warmup")
 STATE_LABELS = {"init": "at init", "bn": "after BN refresh", "warmup": "after 1 warm-up epoch"}
-#: criteria whose scores ignore the data (the "data-dependent" ones are all the others)
-DATA_FREE = frozenset({"random", "magnitude", "synflow"})
 #: the notebook's cheap default subset (the full list is ``fts_core.CRITERIA``)
 DEFAULT_CRITERIA = ("random", "magnitude", "synflow", "grad_norm", "snip", "grasp", "fisher_pruning", "fts")
 
