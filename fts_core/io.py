@@ -189,6 +189,8 @@ def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
         out.pop("target_sparsity", None)
     if "provenance" not in out and any(k in out for k in PROVENANCE_KEYS) and (is_result or "cell_id" in out):
         out["provenance"] = {k: out.pop(k, None) for k in PROVENANCE_KEYS}
+    if "provenance" in out and isinstance(out.get("result"), dict):  # a cell row keeps it once
+        out["result"].pop("provenance", None)
     return out
 
 

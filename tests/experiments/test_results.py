@@ -219,3 +219,15 @@ def test_empty_sweep_directory_gives_an_empty_table(tmp_path):
     (tmp_path / "cells").mkdir()
     empty = load_results(tmp_path)
     assert isinstance(empty, pd.DataFrame) and empty.empty and "cell_id" in empty.columns
+
+
+def test_a_row_of_the_earlier_layout_is_read_with_its_provenance_once():
+    from fts_core.io import upgrade_record
+    made = {"git_revision": "abc", "git_dirty": False, "versions": {"torch": "2"}, "device": "cpu (x, 1 threads)"}
+    result = {"test_accuracy_final": 0.5, "sparsity": 0.9, "target_sparsity": 0.9, **made}
+    row = upgrade_record({"cell_id": "c", "status": "done", "params": {}, "result": result, **made})
+    assert row["provenance"] == made and not set(made) & set(row)
+    assert "provenance" not in row["result"] and not set(made) & set(row["result"])
+    assert row["result"]["realised_sparsity"] == 0.9 and "sparsity" not in row["result"]
+    assert "target_sparsity" not in row["result"]
+    assert upgrade_record(row) == row  # today's layout is left as it is
