@@ -59,7 +59,8 @@ def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num
     """
     data_free = criterion in CRITERIA and not CRITERIA[criterion].needs_data
     raw = collect(data, limit=1 if data_free else None)  # data-free: the input shape only
-    labels = torch.cat([y.reshape(-1).cpu() for _, y in raw]) if raw else torch.zeros(0, dtype=torch.long)
+    labels = (torch.cat([y.reshape(-1).to(raw[0][1].device) for _, y in raw]).cpu() if raw  # one copy to the host
+              else torch.zeros(0, dtype=torch.long))
     call = check_scoring(criterion, model, labels=labels, probe=raw[0][0] if raw else None, num_samples=num_samples, per_class=per_class, chunk_size=chunk_size,
                          bn_mode=bn_mode, strategy=strategy, prunable=prunable,
                          options=_one_options(criterion, options, option_values))
