@@ -7,7 +7,9 @@
 ``inp``: the layer's first input (B, ...); ``gout``: the gradient of the summed loss w.r.t. its
 (first) output; ``g``/``f``: attribute (``"weight"``, ``"bias"``) -> accumulator shaped like the
 parameter. A ``whole_call`` rule gets ``inp = (args, kwargs)`` and owns its children's parameters too
-(MultiheadAttention's ``"out_proj.weight"``). A rule raises :class:`NotExact` for a call it cannot
+(MultiheadAttention's ``"out_proj.weight"``). A rule's optional ``reexpress(module, args, kwargs, output)``
+returns, for the calls it covers, the same output computed with the layer's inner linear maps made
+visible (``(output, Tap)`` pairs), whose per-sample gradients then follow from the main backward pass. A rule raises :class:`NotExact` for a call it cannot
 handle exactly. A new layer type: one :data:`RULES` entry and its test against autograd
 (``tests/scoring/test_layer_rules.py``).
 """
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["LayerRule", "RULES", "NotExact"]
+__all__ = ["LayerRule", "RULES", "NotExact", "Tap", "accumulate_tap"]
 
 
 class NotExact(RuntimeError):
@@ -39,6 +41,17 @@ class LayerRule:
     check: Callable[[nn.Module], str | None]
     accumulate: Callable[[nn.Module, Any, Tensor, dict, dict], None]
     whole_call: bool = False
+    reexpress: Callable[[nn.Module, tuple, dict, Any], tuple[Any, list[tuple[Tensor, Tap]]] | None] | None = None
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A linear map inside a layer's call, made visible: its input (B, ..., in) and the attribute
+    paths of the layer's parameters that are its weight and bias (its output is paired with it)."""
+
+    inp: Tensor
+    weight: str
+    bias: str | None
 
 
 def _from_per_sample(grads: Grads) -> Callable[[nn.Module, Tensor, Tensor, dict, dict], None]:
@@ -253,6 +266,44 @@ def _multihead_attention(module: nn.MultiheadAttention, call: tuple, gout: Tenso
             params, query, key, value, padding, gout)
 
 
+def _self_attention(module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: Any):
+    """The common call -- self-attention (query, key and value one tensor), batched, no masks,
+    ``need_weights=False``, packed projections without ``bias_k``/``bias_v`` or zero attention, no
+    dropout -- recomputed as ``in_proj`` (tapped), scaled dot-product attention and ``out_proj`` (tapped).
+    Used only where it reproduces the module's own output (else None: the whole-call rule)."""
+    a = _MHA_SIGNATURE.bind(module, *args, **kwargs)
+    a.apply_defaults()
+    a = a.arguments
+    x = a["query"]
+    if not (x is a["key"] is a["value"] and x.dim() == 3 and module._qkv_same_embed_dim
+            and module.bias_k is None and not module.add_zero_attn and a["key_padding_mask"] is None
+            and a["attn_mask"] is None and not a["need_weights"] and not a["is_causal"]
+            and not (module.training and module.dropout > 0)):
+        return None
+    xb = x if module.batch_first else x.transpose(0, 1)  # (B, T, E)
+    b, t, e = xb.shape
+    qkv = F.linear(xb, module.in_proj_weight, module.in_proj_bias)  # (B, T, 3E)
+    q, k, v = qkv.view(b, t, 3, module.num_heads, e // module.num_heads).permute(2, 0, 3, 1, 4)
+    att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, e)
+    out = F.linear(att, module.out_proj.weight, module.out_proj.bias)
+    same = out if module.batch_first else out.transpose(0, 1)
+    mine, theirs = same.detach(), output[0].detach()
+    tol = 1e-10 if mine.dtype == torch.float64 else 1e-4
+    if not torch.allclose(mine, theirs, rtol=tol, atol=tol * float(theirs.abs().max())):
+        return None
+    return (same, None), [(qkv, Tap(xb.detach(), "in_proj_weight", "in_proj_bias")),
+                          (out, Tap(att.detach(), "out_proj.weight", "out_proj.bias"))]
+
+
+def accumulate_tap(tap: Tap, gout: Tensor, g: dict, f: dict) -> None:
+    """``g[attr] += Σ_n g_n``, ``f[attr] += Σ_n g_n²`` for the tap's weight and bias (those in ``g``),
+    from the output-gradient ``gout`` of its linear map: the Linear rule."""
+    parts = {"weight": tap.weight, "bias": tap.bias}
+    g2 = {k: g[a] for k, a in parts.items() if a in g}
+    if g2:
+        _linear_accumulate(None, tap.inp, gout, g2, {k: f[parts[k]] for k in g2})
+
+
 _conv_rule = LayerRule(_ok, _from_per_sample(_conv))
 _conv_t_rule = LayerRule(_conv_transpose_check, _from_per_sample(_conv_transpose))
 _bn_rule = LayerRule(_batch_norm_check, _from_per_sample(_batch_norm))
@@ -266,5 +317,6 @@ RULES: dict[type, LayerRule] = {
     nn.LayerNorm: LayerRule(_ok, _from_per_sample(_layer_norm)),
     nn.GroupNorm: LayerRule(_ok, _from_per_sample(_group_norm)),
     nn.Embedding: LayerRule(_embedding_check, _embedding_accumulate),
-    nn.MultiheadAttention: LayerRule(_ok, _from_per_sample(_multihead_attention), whole_call=True),
+    nn.MultiheadAttention: LayerRule(_ok, _from_per_sample(_multihead_attention), whole_call=True,
+                                     reexpress=_self_attention),
 }

@@ -25,7 +25,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from fts_core.masks.prunable import owner
-from fts_core.scoring.layer_rules import RULES, NotExact, add_squares, padded_input
+from fts_core.scoring.layer_rules import RULES, NotExact, accumulate_tap, add_squares, padded_input
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "check_strategy", "choose_strategy", "conv_method_for",
@@ -291,7 +291,14 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
     state: dict[str, Any] = {"armed": True, "in_rule": False}
 
     def make_fwd(module: nn.Module, slots: dict[str, int]):
-        whole_call = RULES[_stock_layer(module)].whole_call
+        rule = RULES[_stock_layer(module)]
+
+        def tap_hook(tap):
+            def on_grad(gout: Tensor) -> None:
+                if state["armed"]:
+                    accumulate_tap(tap, gout.detach(), {a: g_sum[i] for a, i in slots.items()},
+                                   {a: f_sum[i] for a, i in slots.items()})
+            return on_grad
 
         def fwd(mod, args, kwargs, output):
             if not torch.is_grad_enabled() or state["in_rule"]:  # a rule may call the layer itself
@@ -300,7 +307,13 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}) is called twice in one "
                                     "forward")
             state["seen"].add(module)
-            if whole_call:
+            if rule.reexpress is not None and (same := rule.reexpress(mod, args, kwargs, output)) is not None:
+                output, taps = same  # the module's output, recomputed with its inner linear maps visible
+                for out, tap in taps:  # (the hook must not hold ``out``: a cycle would keep its graph alive)
+                    state["outputs"].append(out)
+                    out.register_hook(tap_hook(tap))
+                return output
+            if rule.whole_call:
                 saved = (_detached(args), _detached(kwargs))
                 output = output[0] if isinstance(output, tuple) else output
             else:

@@ -3,6 +3,8 @@ layer (weight and bias prunable) scored by the vectorised path equals a float64 
 reference to 1e-10 relative, on odd configurations of each layer."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -139,9 +141,10 @@ def test_rule_checks_name_what_they_do_not_handle(layer, why):
 class AttentionBlock(nn.Module):
     """``nn.MultiheadAttention`` called with the given options, mean-pooled, a linear head."""
 
-    def __init__(self, batch_first: bool, kdim: int | None = None, call: dict | None = None, **options):
+    def __init__(self, batch_first: bool, kdim: int | None = None, call: dict | None = None,
+                 self_attention: bool = False, **options):
         super().__init__()
-        self.batch_first, self.call = batch_first, call or {}
+        self.batch_first, self.call, self.self_attention = batch_first, call or {}, self_attention
         self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first, kdim=kdim, vdim=kdim, **options)
         self.kv = nn.Linear(8, kdim or 8)
         self.head = nn.Linear(8, 3)
@@ -151,7 +154,7 @@ class AttentionBlock(nn.Module):
         q = x if self.batch_first else x.transpose(0, 1)
         kv = kv if self.batch_first else kv.transpose(0, 1)
         call = {k: (v(x) if callable(v) else v) for k, v in self.call.items()}
-        out = self.attn(q, kv, kv, **call)[0]
+        out = self.attn(q, q, q, **call)[0] if self.self_attention else self.attn(q, kv, kv, **call)[0]
         return self.head((out if self.batch_first else out.transpose(0, 1)).mean(1))
 
 
@@ -168,6 +171,10 @@ ATTENTION_CASES = {
                                                        add_zero_attn=True),
     "key_padding_mask_and_causal_mask": dict(batch_first=True, call={
         "key_padding_mask": _padding, "attn_mask": lambda x: torch.triu(torch.ones(x.shape[1], x.shape[1]), 1).bool()}),
+    # the calls the re-expression covers (a ViT's or a transformer encoder's), and one it leaves to the rule
+    "self_attention_batch_first": dict(batch_first=True, self_attention=True, call={"need_weights": False}),
+    "self_attention_sequence_first": dict(batch_first=False, self_attention=True, call={"need_weights": False}),
+    "self_attention_need_weights": dict(batch_first=True, self_attention=True),
 }
 
 
@@ -181,6 +188,33 @@ def test_multihead_attention_rule_matches_autograd_on_every_projection(case):
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(6, 5, 8, generator=gen, dtype=D), torch.randint(0, 3, (6,), generator=gen)
     stats = per_sample_stats(model, params, [(x, y)], strategy="hooks", chunk_size=4)
+    g_ref, f_ref = _reference(model, params, x, y)
+    assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
+
+
+@pytest.mark.parametrize("case, reexpressed", [("self_attention_batch_first", True),
+                                               ("self_attention_sequence_first", True),
+                                               ("self_attention_need_weights", False),
+                                               ("sequence_first_fused_projection", False)])
+def test_self_attention_is_reexpressed_and_nothing_else(case, reexpressed, monkeypatch):
+    """Self-attention without masks or attention weights takes its projections' per-sample gradients
+    from the main backward (taps), not from the whole-call rule's recomputation; other calls do not."""
+    rule = RULES[nn.MultiheadAttention]
+    used = []
+
+    def spy(*args):
+        same = rule.reexpress(*args)
+        used.append(same is not None)
+        return same
+
+    monkeypatch.setitem(RULES, nn.MultiheadAttention, dataclasses.replace(rule, reexpress=spy))
+    torch.manual_seed(0)
+    model = AttentionBlock(**ATTENTION_CASES[case]).to(D).eval()
+    params = {n: p for n, p in model.named_parameters() if n.startswith("attn.")}
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, 8, generator=gen, dtype=D), torch.randint(0, 3, (6,), generator=gen)
+    stats = per_sample_stats(model, params, [(x, y)], strategy="hooks", chunk_size=4)
+    assert used and set(used) == {reexpressed}
     g_ref, f_ref = _reference(model, params, x, y)
     assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
 
