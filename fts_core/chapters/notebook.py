@@ -13,13 +13,13 @@ from __future__ import annotations
 import ast
 import json
 import math
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, MutableMapping
 
 from fts_core.hints import unknown_names
 from fts_core.io import atomic_write_text, json_default
+from fts_core.values import coerce
 
 __all__ = ["check_parameters", "write_summary"]
 
@@ -38,43 +38,6 @@ def _injected_names(namespace: MutableMapping[str, Any]) -> list[str]:
     return names
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the declared type (``list[float]``: each element too), or a ``TypeError``
-    naming the parameter."""
-    if typing.get_origin(hint) is list:
-        items = _coerce(name, value, list)
-        (element,) = typing.get_args(hint) or (Any,)
-        return items if items is None or element is Any else [_element(name, v, element) for v in items]
-    kind = hint if isinstance(hint, type) else type(None)
-    if value is None or kind is type(None):
-        return value
-    if kind is list:
-        if isinstance(value, str):  # -p criteria fts,snip
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):  # -p seeds 3
-            return [value]
-        if isinstance(value, tuple):
-            return list(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"notebook parameter {name}={value!r}: expected {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _element(name: str, value: Any, kind: type) -> Any:
-    """One element of a list parameter as ``kind`` (a string from ``-p name 0.9,0.95`` is parsed)."""
-    if isinstance(value, str) and kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            raise TypeError(f"notebook parameter {name}: element {value!r} is not a{'n' if kind is int else ''} "
-                            f"{kind.__name__}") from None
-    return _coerce(name, value, kind)
-
-
 def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
     """Stop on papermill parameters the notebook does not declare; coerce the declared ones.
     Returns the names of the parameters that were given (empty for a run at the defaults).
@@ -82,7 +45,8 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
     ``namespace`` is the notebook's ``globals()``. The declared parameters are the annotated
     names of the ``parameters`` cell (``__annotations__``); the given ones are the names that
     papermill's injected cell assigned. Raises ``NameError`` for an unknown name (with the
-    closest declared one and the full list) and ``TypeError`` for a value of the wrong type.
+    closest declared one and the full list) and ``TypeError`` for a value of the wrong type
+    (:func:`fts_core.values.coerce`).
     """
     declared = dict(namespace.get("__annotations__", {}))
     given = _injected_names(namespace)
@@ -92,7 +56,8 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> list[str]:
                         f"{', '.join(declared)} (papermill --help-notebook lists them with their defaults)")
     for name, hint in declared.items():
         if name in namespace:
-            namespace[name] = _coerce(name, namespace[name], hint)
+            value = namespace[name]  # None is allowed for any parameter ("None: the whole split")
+            namespace[name] = None if value is None else coerce(value, hint, f"notebook parameter {name}")
     return given
 
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +28,11 @@ import yaml
 from fts_core.hints import unknown_names
 from fts_core.io import load_yaml_mapping
 from fts_core.masks.select import ROUNDINGS, SCOPES, check_sparsity
-from fts_core.scoring import BN_MODES, CRITERIA, Options
+from fts_core.scoring import CRITERIA, Options, check_bn_mode
 from fts_core.scoring.persample import check_strategy
 from fts_core.setup.datasets import DATASETS
 from fts_core.setup.models import MODELS
+from fts_core.values import coerce
 
 WARMUP_KINDS = ("train", "bn")
 
@@ -86,7 +85,7 @@ class RunConfig:
     per_class: Optional[int] = None
     score_batch_size: Optional[int] = None  # loader batch for scoring; None = batch_size
     chunk_size: Optional[int] = None
-    bn_mode: str = "eval"  # BatchNorm while scoring: running statistics (the authors); passed to score()
+    bn_mode: Optional[str] = "eval"  # BatchNorm while scoring: running statistics (the authors); passed to score()
     strategy: str = "auto"
     criterion_options: dict = field(default_factory=dict)  # extra keyword options of the criterion
     # data and model extras
@@ -107,7 +106,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            value = coerce(getattr(self, f.name), hints[f.name], f"config {f.name}")
             if f.name in PATH_FIELDS and isinstance(value, str):
                 value = os.path.expanduser(value)  # "~/runs" is the home folder's runs, as everywhere
             object.__setattr__(self, f.name, value)
@@ -260,7 +259,8 @@ class RunConfig:
             if value not in registry:
                 raise ValueError(f"unknown {key} {unknown_names([value], registry)}; known: {', '.join(sorted(registry))}")
         check_strategy(self.strategy, "config strategy")
-        for key, allowed in (("bn_mode", BN_MODES), ("rounding", ROUNDINGS), ("scope", SCOPES)):
+        check_bn_mode(self.bn_mode, "config bn_mode")
+        for key, allowed in (("rounding", ROUNDINGS), ("scope", SCOPES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"config {key}={getattr(self, key)!r}: allowed: {', '.join(map(str, allowed))}")
         try:
@@ -276,69 +276,3 @@ class RunConfig:
         if crit.iterative and options.get("sparsity") is None:
             options["sparsity"] = self.sparsity
         return crit.make_options(options)
-
-
-# ---------------------------------------------------------------------- type coercion
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a simple annotation; fix harmless differences (int -> float,
-    YAML 1.1's ``"5e-4"`` strings -> float, lists -> tuples)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):  # Optional[X]
-        if value is None:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(name, value, inner)
-
-    def fail() -> TypeError:
-        return TypeError(f"config {name}={value!r}: expected {_describe(hint)}, got {type(value).__name__}")
-
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail()
-    if hint is int:
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise fail()
-    if hint is float:
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, (int, float)):
-            v = float(value)
-        elif isinstance(value, str):
-            try:
-                v = float(value)
-            except ValueError:
-                raise fail() from None
-        else:
-            raise fail()
-        if not math.isfinite(v):
-            raise ValueError(f"config {name}={value!r}: must be finite")
-        return v
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise fail()
-    if origin is tuple:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise fail()
-        return tuple(_coerce(name, v, args[0]) for v in value)
-    if hint is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise fail()
-        return dict(value)
-    raise TypeError(f"internal: unsupported annotation {hint!r} for {name}")  # pragma: no cover
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        return f"a list of {typing.get_args(hint)[0].__name__}"
-    return getattr(hint, "__name__", str(hint))

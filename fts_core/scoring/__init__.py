@@ -9,7 +9,7 @@ from fts_core.scoring import criteria  # noqa: F401  (registers the built-in cri
 from fts_core.scoring.context import ScoringContext
 from fts_core.scoring.persample import STRATEGIES
 from fts_core.scoring.registry import CRITERIA, Criterion, NoOptions, Options, criterion, option
-from fts_core.scoring.score import BN_MODES, ScoringCall, check_scoring, score
+from fts_core.scoring.score import BN_MODES, ScoringCall, check_bn_mode, check_scoring, score
 
 __all__ = ["CRITERIA", "Criterion", "Options", "NoOptions", "criterion", "option", "score", "check_scoring",
-           "ScoringCall", "BN_MODES", "STRATEGIES", "ScoringContext"]
+           "ScoringCall", "BN_MODES", "check_bn_mode", "STRATEGIES", "ScoringContext"]

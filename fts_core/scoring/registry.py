@@ -10,7 +10,6 @@ and ``RunConfig`` both validate through it. A worked example: ``book/guide.md``,
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fts_core.hints import unknown_names
+from fts_core.values import coerce
 
 __all__ = ["Options", "OptionError", "NoOptions", "option", "Criterion", "CRITERIA", "criterion", "labels"]
 
@@ -43,31 +43,33 @@ def _allowed(f: dataclasses.Field, kind: Any) -> str:
 
 
 def _check_value(f: dataclasses.Field, hint: Any, value: Any) -> Any:
-    """``value`` checked (and lists made tuples) against the field's type and allowed values."""
+    """``value`` read as the field's type (:func:`fts_core.values.coerce`) and checked against the
+    field's allowed values; ``ValueError`` saying what is allowed."""
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
     kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if value is None and optional:
         return None
-    origin = typing.get_origin(kind)
-    if origin is tuple:  # a shape: positive integers
-        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        if not ok:
-            raise ValueError(f"{'null or ' if optional else ''}a list of positive integers, e.g. [3, 32, 32]")
-        return tuple(value)
-    good = {bool: lambda v: isinstance(v, bool),
-            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-            str: lambda v: isinstance(v, str)}[kind]
+    try:
+        v = coerce(value, kind, f.name)
+    except (TypeError, ValueError):
+        v = _BAD
+    null = "null or " if optional else ""
+    if typing.get_origin(kind) is tuple:  # a shape: positive integers
+        if v is _BAD or not v or any(x <= 0 for x in v):
+            raise ValueError(f"{null}a list of positive integers, e.g. [3, 32, 32]")
+        return v
     m = f.metadata
-    inside = good(value) and (not m.get("choices") or value in m["choices"])
+    inside = v is not _BAD and (not m.get("choices") or v in m["choices"])
     if inside and m.get("low") is not None:
-        inside = value > m["low"] if m["low_open"] else value >= m["low"]
+        inside = v > m["low"] if m["low_open"] else v >= m["low"]
     if inside and m.get("high") is not None:
-        inside = value < m["high"] if m["high_open"] else value <= m["high"]
+        inside = v < m["high"] if m["high_open"] else v <= m["high"]
     if not inside:
-        raise ValueError(f"{'null or ' if optional else ''}{_allowed(f, kind)}")
-    return float(value) if kind is float else value
+        raise ValueError(f"{null}{_allowed(f, kind)}")
+    return v
+
+
+_BAD = object()  # a value that is not of the field's type
 
 
 class OptionError(ValueError):

@@ -22,7 +22,7 @@ from fts_core.scoring.persample import check_strategy, choose_strategy
 from fts_core.scoring.registry import CRITERIA, Criterion, Options
 from fts_core.scoring.samples import collect, select, to_device
 
-__all__ = ["score", "check_scoring", "ScoringCall", "BN_MODES"]
+__all__ = ["score", "check_scoring", "check_bn_mode", "ScoringCall", "BN_MODES"]
 
 BN_MODES = ("eval", "train", "as_is")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -158,12 +158,18 @@ def resolve_prunable(model: nn.Module, prunable: Any) -> dict[str, nn.Parameter]
     return prunable_parameters(model, rule=prunable)
 
 
+def check_bn_mode(bn_mode: Any, name: str = "bn_mode") -> str | None:
+    """``bn_mode`` if it is None or one of :data:`BN_MODES`, else ``ValueError`` naming ``name``."""
+    if bn_mode is not None and bn_mode not in BN_MODES:
+        raise ValueError(f"{name}={bn_mode!r}: allowed: None, {', '.join(BN_MODES)}")
+    return bn_mode
+
+
 def _check_call(criterion: str, model: Any, bn_mode: str | None, strategy: str, chunk_size: Any,
                 arg: Any) -> Criterion:
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {unknown_names([criterion], CRITERIA)}; known: {', '.join(CRITERIA)}")
-    if bn_mode is not None and bn_mode not in BN_MODES:
-        raise ValueError(f"{arg('bn_mode')}={bn_mode!r}: allowed: None, {', '.join(BN_MODES)}")
+    check_bn_mode(bn_mode, arg("bn_mode"))
     check_strategy(strategy, arg("strategy"))
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"{arg('chunk_size')}={chunk_size!r}: must be an integer >= 1")

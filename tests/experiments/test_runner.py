@@ -136,7 +136,7 @@ def test_config_hash_ignores_where_and_how_loudly_but_not_what():
     ({"criterion": "synflow", "criterion_options": {"sparsity": 1.5}}, r"'sparsity'.*>= 0 and < 1, got 1.5"),
     ({"criterion": "synflow", "criterion_options": {"input_shape": [3, 0, 32]}}, r"'input_shape'.*positive integers"),
     # scoring settings that score() would only refuse after the warm-up
-    ({"bn_mode": "batch"}, r"bn_mode='batch': allowed: eval, train, as_is"),
+    ({"bn_mode": "batch"}, r"bn_mode='batch': allowed: None, eval, train, as_is"),
     ({"strategy": "fast"}, r"strategy='fast': allowed: auto, loop, hooks, vmap"),
     ({"per_class": 2}, r"score_samples=32 and per_class=2: give at most one"),
     ({"score_samples": 129}, r"config score_samples=129: must be an integer in \[1, 128\] \(the scoring data has 128"),
