@@ -307,12 +307,11 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}) is called twice in one "
                                     "forward")
             state["seen"].add(module)
-            if rule.reexpress is not None and (same := rule.reexpress(mod, args, kwargs, output)) is not None:
-                output, taps = same  # the module's output, recomputed with its inner linear maps visible
+            if (taps := state["taps"].pop(module, None)) is not None:  # the call was re-expressed
                 for out, tap in taps:  # (the hook must not hold ``out``: a cycle would keep its graph alive)
                     state["outputs"].append(out)
                     out.register_hook(tap_hook(tap))
-                return output
+                return None
             if rule.whole_call:
                 saved = (_detached(args), _detached(kwargs))
                 output = output[0] if isinstance(output, tuple) else output
@@ -337,8 +336,12 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
         return fwd
 
     handles = [m.register_forward_hook(make_fwd(m, s), with_kwargs=True) for m, s in by_module.items()]
+    state["taps"] = {}
+    reexpressed = [m for m in by_module if RULES[_stock_layer(m)].reexpress is not None and "forward" not in vars(m)]
     first = True
     try:
+        for m in reexpressed:
+            m.forward = _reexpressing_forward(m, state, module_names[m])
         for x, y in batches:
             starts = list(range(0, x.shape[0], chunk))
             if first and x.shape[0] > CHECK_SAMPLES:  # a small first chunk: its check costs a second backward
@@ -360,6 +363,36 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
     finally:
         for h in handles:
             h.remove()
+        for m in reexpressed:
+            vars(m).pop("forward", None)
+
+
+def _reexpressing_forward(module: nn.Module, state: dict, name: str):
+    """``module``'s forward while the hooks run: its rule's re-expression where that covers the call
+    (the taps are left in ``state["taps"]`` for the forward hook), else the module's own forward.
+    The first re-expressed call is compared with the module's own output, else
+    :class:`HooksMismatch` naming the layer."""
+    own = type(module).forward.__get__(module)
+    reexpress = RULES[_stock_layer(module)].reexpress
+    checked = []
+
+    def forward(*args, **kwargs):
+        if not torch.is_grad_enabled() or state["in_rule"] or (same := reexpress(module, args, kwargs)) is None:
+            return own(*args, **kwargs)
+        output, taps = same
+        if not checked:
+            with torch.no_grad():
+                theirs = own(*args, **kwargs)[0]
+            mine = output[0].detach()
+            tol = 1e-10 if mine.dtype == torch.float64 else 1e-4
+            if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=tol,
+                                                                 atol=tol * float(theirs.abs().max())):
+                raise HooksMismatch(f"layer {name!r} ({type(module).__name__}): its re-expressed call does not "
+                                    "reproduce the module's output")
+            checked.append(True)
+        state["taps"][module] = taps
+        return output
+    return forward
 
 
 def _check_first_chunk(model, by_module, module_names, seen, loss, g_sum) -> None:

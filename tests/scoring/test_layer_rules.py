@@ -219,6 +219,29 @@ def test_self_attention_is_reexpressed_and_nothing_else(case, reexpressed, monke
     assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
 
 
+def test_a_reexpression_that_does_not_reproduce_the_module_is_refused_by_name(monkeypatch):
+    """The first re-expressed call is compared with the module's own output: a wrong one fails
+    ``strategy="hooks"`` naming the layer, and ``"auto"`` takes an exact path instead."""
+    rule = RULES[nn.MultiheadAttention]
+
+    def off(*args):
+        same = rule.reexpress(*args)
+        return None if same is None else ((same[0][0] * 1.01, None), same[1])
+
+    monkeypatch.setitem(RULES, nn.MultiheadAttention, dataclasses.replace(rule, reexpress=off))
+    torch.manual_seed(0)
+    model = AttentionBlock(**ATTENTION_CASES["self_attention_batch_first"]).to(D).eval()
+    params = {n: p for n, p in model.named_parameters() if n.startswith("attn.")}
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, 8, generator=gen, dtype=D), torch.randint(0, 3, (6,), generator=gen)
+    with pytest.raises(ValueError, match="'attn'.*does not reproduce the module's output"):
+        per_sample_stats(model, params, [(x, y)], strategy="hooks")
+    assert "forward" not in vars(model.attn)  # the module's own forward is back
+    stats = per_sample_stats(model, params, [(x, y)])
+    g_ref, f_ref = _reference(model, params, x, y)
+    assert stats.strategy != "hooks" and _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
+
+
 def test_multihead_attention_rule_refuses_a_per_sample_attn_mask_and_auto_stays_exact():
     torch.manual_seed(0)
     heads_mask = lambda x: torch.zeros(x.shape[0] * 2, x.shape[1], x.shape[1], dtype=D)  # noqa: E731
