@@ -42,7 +42,10 @@ part of the prunable weights, e.g. not for ``nn.MultiheadAttention``'s projectio
 hook of theirs sees; a partial peer is not compared), ``ours`` not faster than every peer that ran,
 ``ours`` less than 2x faster than the loop, ``ours`` peak memory increase > 1.5x the floor's.
 Reported only: ``ours`` ≤ 2x the floor. Seconds are the median of ``--repeats`` runs after one
-warm-up run on 2 samples.
+warm-up run on 2 samples; with ``--rounds R`` every method's subprocess runs R times, the methods
+interleaved (floor, loop, ..., ours, floor, loop, ...), and the medians over the rounds are reported:
+on a machine whose speed drifts (a shared host), a ratio of methods measured minutes apart is
+otherwise off by more than the differences it is meant to show.
 """
 from __future__ import annotations
 
@@ -277,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=float, default=None)
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every method this many times, interleaved, and take the medians (a noisy machine)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad or "ours" not in methods or "floor" not in methods:
         ap.error(f"--methods must include floor and ours, from {METHODS}; got {methods}")
     print(f"device {args.device}, width {args.width}, N={args.n}, threads {args.threads}, "
-          f"median of {args.repeats}; every method: gradients w.r.t. the same prunable weights "
+          f"median of {args.repeats} in each of {args.rounds} interleaved round(s); every method: gradients w.r.t. the same prunable weights "
           "(conv/linear except the classifier), eval mode; peak MB = increase over the process's "
           "baseline after imports and model/data creation", flush=True)
     failures, missed = [], []
@@ -301,19 +306,22 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown model(s) {bad}; allowed: {PAPER_MODELS + ZOO_MODELS}")
     for model in args.models.split(","):
-        res = {}
-        for m in methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", m, "--model", model,
-                   "--width", str(args.width), "--n", str(args.n), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--device", args.device]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            try:
-                if out.returncode != 0:
-                    raise RuntimeError(f"exit status {out.returncode}")
-                res[m] = json.loads(out.stdout.strip().splitlines()[-1])
-            except (RuntimeError, ValueError, IndexError) as err:
-                print(f"--- {model}/{m} crashed ({err}):\n{out.stderr[-2000:]}", file=sys.stderr)
-                failures.append(f"{model}/{m}: crashed ({err})")
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for _ in range(args.rounds):  # methods interleaved, so a drift of the machine's speed hits all alike
+            for m in list(runs):
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", m, "--model", model,
+                       "--width", str(args.width), "--n", str(args.n), "--repeats", str(args.repeats),
+                       "--threads", str(args.threads), "--device", args.device]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                try:
+                    if out.returncode != 0:
+                        raise RuntimeError(f"exit status {out.returncode}")
+                    runs[m].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                except (RuntimeError, ValueError, IndexError) as err:
+                    print(f"--- {model}/{m} crashed ({err}):\n{out.stderr[-2000:]}", file=sys.stderr)
+                    failures.append(f"{model}/{m}: crashed ({err})")
+                    del runs[m]
+        res = {m: _median_run(r) for m, r in runs.items()}
         if "floor" not in res or "ours" not in res:
             continue
         floor, ours = res["floor"], res["ours"]
@@ -352,6 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failures else 0
     print("all targets met" if not failures + missed else f"{len(failures + missed)} target(s) missed")
     return 1 if failures + missed else 0
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """One method's rounds as one row: the median seconds and peak MB (a skip as it came)."""
+    if "skipped" in runs[0]:
+        return runs[0]
+    return {**runs[0], "seconds": statistics.median(r["seconds"] for r in runs),
+            "peak_mb": statistics.median(r["peak_mb"] for r in runs)}
 
 
 def _cuda() -> bool:
