@@ -34,7 +34,7 @@ from fts_core.setup.models import MLP, build_model
 from fts_core.setup.seeding import seed_torch
 
 __all__ = [
-    "CRITERION_NAMES",
+    "VARIANTS",
     "TaylorQuantities",
     "load_digits_arrays",
     "make_mlp",
@@ -56,8 +56,11 @@ __all__ = [
     "trajectory",
 ]
 
-# criterion name -> short description (the keys of :func:`scores_from_quantities`)
-CRITERION_NAMES: dict[str, str] = {
+#: the chapter's saliency variants, computed from exact quantities by :func:`scores_from_quantities`
+#: -> their formula. Not a registry: the names shared with ``fts_core.CRITERIA`` are computed by the
+#: same functions of ``fts_core.scoring.formulas`` as those criteria; the others (OBD with the exact
+#: Hessian, the removal sign) exist only in this chapter.
+VARIANTS: dict[str, str] = {
     "snip": "|θ ĝ| (first order)",
     "fisher_pruning": "½ θ² F̂ (OBD with the empirical Fisher)",
     "obd": "½ θ² H (OBD with the exact Hessian diagonal)",
@@ -434,7 +437,7 @@ def taylor_quantities(
 # criteria and statistics
 # --------------------------------------------------------------------------------------
 def scores_from_quantities(q: TaylorQuantities, fbss_eps: float = 1e-12) -> dict[str, torch.Tensor]:
-    """Scores (higher = keep) of each criterion in :data:`CRITERION_NAMES` from ``q``.
+    """Scores (higher = keep) of each variant in :data:`VARIANTS` from ``q``.
 
     Every score is a predicted magnitude of the loss change caused by removing the weight;
     FBSS is the predicted change when the other weights are re-fitted by a diagonal Newton

@@ -137,7 +137,7 @@ def test_scores_from_quantities_and_spearman_table(digits):
     m = _model("tanh", hidden=(6,), data=digits)
     q = T.taylor_quantities(m, x, y)
     s = T.scores_from_quantities(q)
-    assert set(s) == set(T.CRITERION_NAMES)
+    assert set(s) == set(T.VARIANTS)
     th, g, f = q.theta, q.grad, q.fisher
     assert torch.allclose(s["fts"], (th * g + 0.5 * th**2 * f).abs())
     assert torch.allclose(s["fts_removal"], (-th * g + 0.5 * th**2 * f).abs())
