@@ -288,16 +288,15 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
         module, attr = hooked_owner(model, n)
         by_module.setdefault(module, {})[attr] = index[n]
     module_names = {m: n for n, m in model.named_modules()}
-    state: dict[str, Any] = {"armed": True, "in_rule": False}
+    state: dict[str, Any] = {"in_rule": False}
 
     def make_fwd(module: nn.Module, slots: dict[str, int]):
         rule = RULES[_stock_layer(module)]
 
         def tap_hook(tap):
             def on_grad(gout: Tensor) -> None:
-                if state["armed"]:
-                    accumulate_tap(tap, gout.detach(), {a: g_sum[i] for a, i in slots.items()},
-                                   {a: f_sum[i] for a, i in slots.items()})
+                accumulate_tap(tap, gout.detach(), {a: g_sum[i] for a, i in slots.items()},
+                               {a: f_sum[i] for a, i in slots.items()})
             return on_grad
 
         def fwd(mod, args, kwargs, output):
@@ -320,8 +319,6 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
             state["outputs"].append(output)
 
             def on_grad(gout: Tensor) -> None:
-                if not state["armed"]:  # not during the first chunk's check, a second backward
-                    return
                 state["in_rule"] = True
                 try:
                     _accumulate(module, saved, gout.detach(), slots, g_sum, f_sum, conv_method)
@@ -336,6 +333,7 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
         return fwd
 
     handles = [m.register_forward_hook(make_fwd(m, s), with_kwargs=True) for m, s in by_module.items()]
+    every_slot = [(module, attr, i) for module, attrs in by_module.items() for attr, i in attrs.items()]
     state["taps"] = {}
     reexpressed = [m for m in by_module if RULES[_stock_layer(m)].reexpress is not None and "forward" not in vars(m)]
     first = True
@@ -351,14 +349,14 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 state["seen"], state["outputs"] = set(), []
                 loss = cross_entropy_sum(model(xc), y[start:stop], temperature)
                 # backward to the hooked layers' outputs only: activations' gradients, no weight
-                # gradients, and no gradient of the input (which may be integer token ids)
+                # gradients (but on the first chunk, in the same pass, the batch gradient it is
+                # checked against), and no gradient of the input (which may be integer token ids)
                 outputs = [o for o in state["outputs"] if o.requires_grad]
-                if outputs:
-                    torch.autograd.grad(loss, outputs, retain_graph=first, allow_unused=True)
+                checked = [m.get_parameter(a) for m, a, _ in every_slot] if first else []
+                grads = torch.autograd.grad(loss, outputs + checked, allow_unused=True) if outputs or checked else ()
                 if first:
-                    state["armed"] = False
-                    _check_first_chunk(model, by_module, module_names, state["seen"], loss, g_sum)
-                    state["armed"], first = True, False
+                    _check_first_chunk(every_slot, module_names, state["seen"], grads[len(outputs):], g_sum)
+                    first = False
                 bar.update(int(xc.shape[0]))
     finally:
         for h in handles:
@@ -395,12 +393,11 @@ def _reexpressing_forward(module: nn.Module, state: dict, name: str):
     return forward
 
 
-def _check_first_chunk(model, by_module, module_names, seen, loss, g_sum) -> None:
+def _check_first_chunk(slots, module_names, seen, grads, g_sum) -> None:
     """After the first chunk: Σ_n g_n from the hooks must equal autograd's gradient of the chunk's
-    summed loss for every prunable parameter (a layer that was not called must get none), else
-    :class:`HooksMismatch` naming the layer."""
-    slots = [(module, attr, i) for module, attrs in by_module.items() for attr, i in attrs.items()]
-    grads = torch.autograd.grad(loss, [m.get_parameter(a) for m, a, _ in slots], allow_unused=True)
+    summed loss (``grads``, per ``slots`` entry (module, attribute, accumulator index)) for every
+    prunable parameter (a layer that was not called must get none), else :class:`HooksMismatch`
+    naming the layer."""
     for (module, attr, i), full in zip(slots, grads):
         where = f"layer {module_names[module]!r} ({type(module).__name__})"
         if full is None:
