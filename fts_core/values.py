@@ -69,8 +69,8 @@ def _wrong(value: Any, hint: Any, what: str) -> TypeError:
 def _number(value: Any, kind: type, what: str) -> int | float:
     v = value
     if isinstance(v, str):
-        try:
-            v = float(v.strip())
+        try:  # an integer text stays exact (a large seed), anything else through float
+            v = int(v.strip()) if kind is int and v.strip().lstrip("+-").isdigit() else float(v.strip())
         except ValueError:
             raise _wrong(value, kind, what) from None
     if isinstance(v, bool) or not isinstance(v, _NUMBERS):

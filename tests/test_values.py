@@ -14,6 +14,7 @@ from fts_core.values import coerce
     (3, float, 3.0),
     (3.0, int, 3),
     (" 7 ", int, 7),
+    ("12345678901234567891", int, 12345678901234567891),  # not through a float
     (5, str, "5"),                    # papermill reads -p name 5 as a number
     ("fts, snip", list[str], ["fts", "snip"]),
     (3, list[int], [3]),

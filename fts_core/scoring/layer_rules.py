@@ -9,8 +9,8 @@
 parameter. A ``whole_call`` rule gets ``inp = (args, kwargs)`` and owns its children's parameters too
 (MultiheadAttention's ``"out_proj.weight"``). A rule's optional ``reexpress(module, args, kwargs)``
 computes, for the calls it covers (else None), the layer's output with its inner linear maps made
-visible (``(output, Tap)`` pairs), whose per-sample gradients then follow from the main backward pass. A rule raises :class:`NotExact` for a call it cannot
-handle exactly. A new layer type: one :data:`RULES` entry and its test against autograd
+visible (``(output, Tap)`` pairs), whose per-sample gradients then follow from the main backward
+pass. A rule raises :class:`NotExact` for a call it cannot handle exactly. A new layer type: one :data:`RULES` entry and its test against autograd
 (``tests/scoring/test_layer_rules.py``).
 """
 from __future__ import annotations
@@ -286,8 +286,9 @@ def _self_attention(module: nn.MultiheadAttention, args: tuple, kwargs: dict):
     q, k, v = qkv.view(b, t, 3, module.num_heads, e // module.num_heads).permute(2, 0, 3, 1, 4)
     att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, e)
     out = F.linear(att, module.out_proj.weight, module.out_proj.bias)
-    return (out if module.batch_first else out.transpose(0, 1), None), [(qkv, Tap(xb.detach(), "in_proj_weight", "in_proj_bias")),
-                          (out, Tap(att.detach(), "out_proj.weight", "out_proj.bias"))]
+    taps = [(qkv, Tap(xb.detach(), "in_proj_weight", "in_proj_bias")),
+            (out, Tap(att.detach(), "out_proj.weight", "out_proj.bias"))]
+    return (out if module.batch_first else out.transpose(0, 1), None), taps
 
 
 def accumulate_tap(tap: Tap, gout: Tensor, g: dict, f: dict) -> None:

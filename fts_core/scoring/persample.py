@@ -342,7 +342,7 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
             m.forward = _reexpressing_forward(m, state, module_names[m])
         for x, y in batches:
             starts = list(range(0, x.shape[0], chunk))
-            if first and x.shape[0] > CHECK_SAMPLES:  # a small first chunk: its check costs a second backward
+            if first and x.shape[0] > CHECK_SAMPLES:  # a small first chunk: its check adds a weight-gradient pass
                 starts = [0] + list(range(CHECK_SAMPLES, x.shape[0], chunk))
             for start, stop in zip(starts, starts[1:] + [x.shape[0]]):
                 xc = x[start:stop]
