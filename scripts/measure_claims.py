@@ -16,8 +16,8 @@ executing anything again.
 
 Kernel settings: ``default`` (what the machine picks) and ``alt`` (the variables in
 ``tests/alt_kernels.env``: ATen's scalar kernels and oneDNN limited to SSE4.1, which changes
-float32 results in the ninth digit on every x86-64 CPU with AVX2 or newer). Runs one notebook
-at a time, in the background-friendly way: ``nice`` it when a sweep shares the machine.
+float32 results in the ninth digit on every x86-64 CPU with AVX2 or newer). Runs one execution
+at a time (``--jobs N``: N at once, each on one thread); ``nice`` it when a sweep shares the machine.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,9 +64,12 @@ def run_once(notebook: str, params: dict, kernels: str, workdir: Path) -> dict:
     if kernels == "alt":
         env.update(alt_kernel_env())
     papermill = Path(sys.executable).with_name("papermill")
-    cmd = [str(papermill), str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(workdir / "out.ipynb"),
-           "--cwd", str(ROOT / "notebooks"), "-k", "python3", "--no-progress-bar",
-           "-y", json.dumps({**params, "interactive": False, "summary_json": str(summary)})]
+    path = ROOT / "notebooks" / f"{notebook}.ipynb"
+    given = {**params, "interactive": False, "summary_json": str(summary)}
+    if "runs_dir" in _declared(path):  # a notebook that keeps its training runs: none reused
+        given["runs_dir"] = str(summary.with_suffix(".runs"))
+    cmd = [str(papermill), str(path), str(summary.with_suffix(".ipynb")),
+           "--cwd", str(ROOT / "notebooks"), "-k", "python3", "--no-progress-bar", "-y", json.dumps(given)]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.monotonic() - start
@@ -76,6 +80,13 @@ def run_once(notebook: str, params: dict, kernels: str, workdir: Path) -> dict:
         raise RuntimeError(f"{notebook} wrote no claims into its summary file")
     return {"params": params, "kernels": kernels, "seconds": round(seconds, 1),
             "notebook_passed": done.returncode == 0, "claims": claims}
+
+
+def _declared(path: Path) -> set[str]:
+    """The parameters a notebook declares (its ``parameters`` cell)."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
 
 
 def aggregate(notebook: str, described: str, runs: list[dict], kernels: list[str]) -> dict:
@@ -102,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook", choices=sorted(PRESETS))
     parser.add_argument("--kernels", default="default,alt", help="comma list of: default, alt")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="executions at a time (each notebook uses one thread); default 1")
     parser.add_argument("--out", default=None, help="default: results/claims/<notebook>.json")
     parser.add_argument("--rebound-from", default=None, metavar="SUMMARY",
                         help="re-evaluate the stored runs against the claims of this summary file; run nothing")
@@ -114,16 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown kernel setting(s) {bad}; allowed: default, alt")
     described, variants = PRESETS[args.notebook]
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="fts_claims_") as tmp:
-        for params in variants:
-            for k in kernels:
-                run = run_once(args.notebook, params, k, Path(tmp))
-                runs.append(run)
-                failed = [c["key"] for c in run["claims"] if not c["holds"]]
-                print(f"{args.notebook} {params} [{k}] {run['seconds']} s: "
-                      f"{len(run['claims']) - len(failed)}/{len(run['claims'])} claims hold"
-                      + (f"; fail: {failed}" if failed else ""), flush=True)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: must be >= 1")
+    tasks = [(params, k) for params in variants for k in kernels]
+    with tempfile.TemporaryDirectory(prefix="fts_claims_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_once, args.notebook, params, k, Path(tmp)) for params, k in tasks]
+        for future in as_completed(futures):
+            run = future.result()
+            failed = [c["key"] for c in run["claims"] if not c["holds"]]
+            print(f"{args.notebook} {run['params']} [{run['kernels']}] {run['seconds']} s: "
+                  f"{len(run['claims']) - len(failed)}/{len(run['claims'])} claims hold"
+                  + (f"; fail: {failed}" if failed else ""), flush=True)
+        runs = [f.result() for f in futures]  # in the preset's order, whatever finished first
     result = aggregate(args.notebook, described, runs, kernels)
     _write(out, result)
     return 0

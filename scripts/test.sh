@@ -18,7 +18,11 @@ workers=${FTS_TEST_WORKERS:-2}
 parallel=()
 [ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadfile)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# chapter 3 keeps its training runs (results/03_layer_collapse, ignored by git) and a re-execution
+# reuses the finished ones: each pass starts without them, so that each trains under its own kernels
+rm -rf results/03_layer_collapse
 "$VENV/bin/python" -m pytest tests notebooks "${nbval[@]}" "${parallel[@]}" "$@"
 echo "[test] the notebooks again under the alternative CPU kernels: $(grep -v '^#' tests/alt_kernels.env | xargs)"
+rm -rf results/03_layer_collapse
 env $(grep -v '^#' tests/alt_kernels.env | xargs) "$VENV/bin/python" -m pytest notebooks tests/test_notebooks.py \
     "${nbval[@]}" "${parallel[@]}" -p no:cacheprovider "$@"

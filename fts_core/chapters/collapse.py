@@ -1,28 +1,23 @@
 """Layer-collapse study (notebook 03): at which sparsity does each criterion empty a layer?
 
-Layer collapse (Tanaka et al., NeurIPS 2020): a criterion that removes every weight of some
-layer disconnects the network. For one architecture and dataset this module
-
-1. prepares the network in three *states*, all from the same seeded initialisation:
-   ``"init"`` (as built), ``"bn"`` (one pass of BatchNorm-statistics refresh over the
-   training split: train-mode forwards, no weight update) and ``"warmup"`` (one dense epoch
-   of SGD, the protocol's optimiser);
-2. scores every criterion once per state (``fts_core.score``; sparsity-dependent criteria such
-   as iterative SynFlow once per sparsity) and makes a mask at every sparsity of a grid
-   log-spaced in *remaining* weights (50 % -> 99.9 % sparsity by default);
-3. reports, per (state, criterion, sparsity), every layer's kept fraction and kept count
-   (a tidy DataFrame ``layers``) and per net whether a layer is empty (*layer collapse*) and
-   whether an input->output path is left (``masks.collapsed_layers``; table ``nets``);
-4. finds the first sparsity of the grid at which each criterion collapses (``first_collapse``).
-
-Everything is deterministic from ``seed``. Scoring data: ``num_samples`` images of the
-training split, without augmentation, in eval mode (the scorer's default).
+Layer collapse (Tanaka et al., NeurIPS 2020): a global mask that removes every weight of some
+layer disconnects the network. For one architecture and dataset: :func:`prepare_model` gives the
+network in three *states* (:data:`STATES`: as built, after a BatchNorm-statistics refresh, after
+one dense SGD epoch; each the model :func:`fts_core.run` scores after that warm-up,
+:data:`STATE_WARMUP`); :func:`sweep_collapse` scores every criterion per state and reports, at
+every sparsity of a grid log-spaced in remaining weights, each layer's kept fraction (table
+``layers``) and per net whether a layer is empty or no input->output path is left (table
+``nets``); :func:`first_collapse` finds the first such sparsity; :func:`train_pruned` trains a
+pruned network with one :func:`fts_core.run` (RunConfig's protocol and seeding). Everything is
+deterministic from ``seed``.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -30,14 +25,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fts_core.experiments.training import evaluate, make_optimizer, refresh_batchnorm, train_epoch
-from fts_core.masks import apply_masks, collapsed_layers, make_masks, prunable_parameters
+from fts_core.experiments.config import RunConfig
+from fts_core.experiments.runner import run
+from fts_core.experiments.training import make_optimizer, refresh_batchnorm, train_epoch
+from fts_core.masks import collapsed_layers, make_masks
 from fts_core.scoring import CRITERIA, score
 from fts_core.setup.models import build_model
+from fts_core.setup.seeding import seed_torch
 
 __all__ = [
     "STATES",
     "STATE_LABELS",
+    "STATE_WARMUP",
+    "DENSE",
     "DEFAULT_CRITERIA",
     "sparsity_grid",
     "prepare_model",
@@ -46,11 +46,22 @@ __all__ = [
     "CollapseSweep",
     "sweep_collapse",
     "first_collapse",
+    "train_config",
     "train_pruned",
+    "run_outcome",
 ]
 
 STATES = ("init", "bn", "warmup")
 STATE_LABELS = {"init": "at init", "bn": "after BN refresh", "warmup": "after 1 warm-up epoch"}
+#: each state as RunConfig's warm-up before scoring (a "train" warm-up epoch counts in ``epochs``)
+STATE_WARMUP: dict[str, dict[str, Any]] = {
+    "init": {"warmup": 0},
+    "bn": {"warmup": 1, "warmup_kind": "bn"},
+    "warmup": {"warmup": 1, "warmup_kind": "train"},
+}
+#: the dense baseline as the sweep files spell it: (criterion, sparsity); sparsity 0 keeps every
+#: weight, so the criterion does not matter
+DENSE = ("random", 0.0)
 #: the notebook's cheap default subset (the full list is ``fts_core.CRITERIA``)
 DEFAULT_CRITERIA = ("random", "magnitude", "synflow", "grad_norm", "snip", "grasp", "fisher_pruning", "fts")
 
@@ -78,30 +89,30 @@ def prepare_model(
     *,
     width: float = 0.125,
     seed: int = 0,
-    batch_size: int = 32,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
-    """The network in ``state`` and, for ``"warmup"``, its optimiser (with momentum buffers).
+    """The network in ``state`` as :func:`fts_core.run` scores it, and for ``"warmup"`` its optimiser.
 
-    The initialisation is drawn under ``torch.manual_seed(seed)``, so all states start from the
-    same weights. ``"bn"``: one pass over the (augmented, shuffled) training loader with
-    :func:`fts_core.experiments.training.refresh_batchnorm`; ``"warmup"``: one epoch of
-    :func:`fts_core.experiments.training.train_epoch` with SGD(lr, momentum, weight_decay). The model is
-    returned in eval mode."""
-    _check_state(state)
-    torch.manual_seed(seed)
-    model = build_model(model_name, num_classes=bundle.num_classes, in_channels=bundle.in_channels, width=width)
+    The initialisation is drawn after ``seed_torch(seed)``, so all states start from the same
+    weights, those of a run with this seed. ``"bn"`` / ``"warmup"`` follow RunConfig's protocol
+    (:data:`STATE_WARMUP`): one pass over the training loader of epoch 0 (shuffled with ``seed``,
+    augmented as RunConfig's ``augment``) with :func:`~fts_core.experiments.training.refresh_batchnorm`,
+    or one epoch of :func:`~fts_core.experiments.training.train_epoch` with RunConfig's SGD.
+    ``batch_size``: None = RunConfig's. The model is returned in eval mode."""
+    protocol = RunConfig(model=model_name, width=width, seed=seed, **STATE_WARMUP[_check_state(state)],
+                         **({} if batch_size is None else {"batch_size": batch_size}))
+    seed_torch(protocol.seed)
+    model = build_model(model_name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                        width=protocol.width)
     model.to(device if device is not None else bundle.train.x.device)
     optimizer = None
-    if state != "init":
-        loader = bundle.loader("train", batch_size, seed=seed, epoch=0)
-        if state == "bn":
+    if protocol.warmup:
+        loader = bundle.loader("train", protocol.batch_size, seed=protocol.seed, augment=protocol.augment)
+        if protocol.warmup_kind == "bn":
             refresh_batchnorm(model, loader)
         else:
-            optimizer = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            optimizer = make_optimizer(model, protocol.lr, protocol.momentum, protocol.weight_decay)
             train_epoch(model, loader, optimizer, quiet=True)
     model.eval()
     return model, optimizer
@@ -202,7 +213,7 @@ def sweep_collapse(
     num_samples: int | None = 256,
     seed: int = 0,
     scope: str = "global",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     score_batch_size: int = 128,
     path_check: bool = True,
     score_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -210,7 +221,8 @@ def sweep_collapse(
 ) -> CollapseSweep:
     """Sweep criteria x states x sparsities on ``model_name`` (see the module docstring).
 
-    ``bundle``: a :class:`fts_core.setup.loader.DataBundle`. ``score_options``: per-criterion extra
+    ``bundle``: a :class:`fts_core.setup.loader.DataBundle`. ``batch_size``: of the warm-up
+    states (None = RunConfig's, see :func:`prepare_model`). ``score_options``: per-criterion extra
     keyword arguments for the scorer. ``scorer``: see :func:`criterion_masks`.
     Returns a :class:`CollapseSweep`."""
     known = list(CRITERIA) if scorer is None else list(getattr(scorer, "criteria", criteria))
@@ -281,55 +293,54 @@ def first_collapse(nets: pd.DataFrame, kind: str = "layer_collapse") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def train_config(model_name: str, criterion: str, sparsity: float, state: str = "init", **fields: Any) -> RunConfig:
+    """The :class:`RunConfig` of one training run: ``model_name`` pruned with ``criterion`` at
+    ``sparsity`` after the warm-up of ``state`` (:data:`STATE_WARMUP`). Every other field is
+    RunConfig's default (the paper's protocol) unless ``fields`` names it, e.g. ``dataset``,
+    ``split_seed``, ``width``, ``seed``, ``epochs``, ``batch_size``, ``milestones``, ``score_samples``.
+    ``ValueError`` for an unknown state or field, or a field that the arguments already set."""
+    warmup = STATE_WARMUP[_check_state(state)]
+    clash = sorted({"model", "criterion", "sparsity", "warmup", "warmup_kind"} & set(fields))
+    if clash:
+        raise ValueError(f"train_config: field(s) {clash} are set by model_name, criterion, sparsity and "
+                         f"state={state!r}; pass those arguments instead")
+    return RunConfig.from_dict({"model": model_name, "criterion": criterion, "sparsity": sparsity, **warmup,
+                                **fields})
+
+
 def train_pruned(
     model_name: str,
-    bundle: Any,
     criterion: str,
     sparsity: float,
     state: str = "init",
     *,
-    epochs: int = 3,
-    width: float = 0.125,
-    seed: int = 0,
-    num_samples: int | None = 256,
-    batch_size: int = 32,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    score_batch_size: int = 128,
-    scorer: Scorer | None = None,
+    out_dir: str | os.PathLike,
+    quiet: bool = True,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """Prune ``model_name`` in ``state`` with ``criterion`` at ``sparsity`` and train it.
+    """Prune ``model_name`` in ``state`` with ``criterion`` at ``sparsity`` and train it: one
+    ``fts_core.run(train_config(...))``, the library's prune-and-train protocol.
 
-    ``epochs`` counts the warm-up epoch for ``state="warmup"`` (the protocol's "160 epochs
-    including warm-up"); the warm-up optimiser (momentum included) continues after pruning,
-    its pruned momentum entries zeroed. ``criterion="dense"`` trains without pruning.
-    Returns ``{"test_accuracy", "train_accuracy", "layer_collapse", "path_exists",
-    "empty_layers", "realised_sparsity"}``."""
-    model, optimizer = prepare_model(model_name, bundle, state, width=width, seed=seed, batch_size=batch_size,
-                                     lr=lr, momentum=momentum, weight_decay=weight_decay)
-    done = 1 if state == "warmup" else 0
-    rep = None
-    if criterion != "dense":
-        data = bundle.loader("train", score_batch_size, shuffle=False, augment=False)
-        masks = criterion_masks(model, criterion, data, [sparsity], num_samples=num_samples, seed=seed,
-                                scorer=scorer)[sparsity]
-        rep = collapsed_layers(masks, model)
-        apply_masks(model, masks, optimizer=optimizer)
-    if optimizer is None:
-        optimizer = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    train = {"accuracy": math.nan}
-    for epoch in range(done, epochs):
-        loader = bundle.loader("train", batch_size, seed=seed, epoch=epoch)
-        train = train_epoch(model, loader, optimizer, quiet=True)
-    test = evaluate(model, bundle.loader("test", 256))
-    pp = prunable_parameters(model)
-    zeros = sum(int((p == 0).sum()) for p in pp.values())
+    ``out_dir``: folder that keeps the run (relative to the working directory); called again
+    with the same arguments, the stored result is returned. ``fields``: RunConfig fields (see
+    :func:`train_config`). The dense baseline is ``train_pruned(model, *DENSE, ...)``.
+    Returns :func:`run_outcome` of the run's result."""
+    config = train_config(model_name, criterion, sparsity, state, out_dir=str(Path(out_dir).expanduser().resolve()),
+                          quiet=quiet, **fields)
+    return run_outcome(run(config))
+
+
+def run_outcome(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What the chapter reads from a result of :func:`fts_core.run`: ``test_accuracy`` (final
+    model), ``layer_collapse`` (some prunable layer is empty), ``path_exists``, ``empty_layers``,
+    ``realised_sparsity`` (fraction of the prunable weights pruned by the mask and still exactly 0
+    after training: the mask held) and ``run_dir``."""
+    total = result["prunable_weights"]
     return {
-        "test_accuracy": test["accuracy"],
-        "train_accuracy": train["accuracy"],
-        "layer_collapse": bool(rep) if rep is not None else False,
-        "path_exists": rep.path_exists if rep is not None else True,
-        "empty_layers": list(rep) if rep is not None else [],
-        "realised_sparsity": zeros / sum(p.numel() for p in pp.values()),
+        "test_accuracy": result["test_accuracy_final"],
+        "layer_collapse": bool(result["collapsed_layers"]),
+        "path_exists": result["collapse"]["path_exists"],
+        "empty_layers": list(result["collapsed_layers"]),
+        "realised_sparsity": (total - result["kept_weights"] - result["pruned_weights_nonzero"]) / total,
+        "run_dir": result["run_dir"],
     }
