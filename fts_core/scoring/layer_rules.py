@@ -10,8 +10,8 @@ parameter. A ``whole_call`` rule gets ``inp = (args, kwargs)`` and owns its chil
 (MultiheadAttention's ``"out_proj.weight"``). A rule's optional ``reexpress(module, args, kwargs)``
 computes, for the calls it covers (else None), the layer's output with its inner linear maps made
 visible (``(output, Tap)`` pairs), whose per-sample gradients then follow from the main backward
-pass. A rule raises :class:`NotExact` for a call it cannot handle exactly. A new layer type: one :data:`RULES` entry and its test against autograd
-(``tests/scoring/test_layer_rules.py``).
+pass. A rule raises :class:`NotExact` for a call it cannot handle exactly. A new layer type: one
+:data:`RULES` entry and its test against autograd (``tests/scoring/test_layer_rules.py``).
 """
 from __future__ import annotations
 
