@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from fts_core.masks.prunable import owner
-from fts_core.scoring.layer_rules import RULES, NotExact, accumulate_tap, add_squares, padded_input
+from fts_core.scoring.layer_rules import RULES, NotExact, accumulate_tap, add_squares, padded_input, patches
 from fts_core.scoring.gradients import Batches, cross_entropy_sum, requires_grad, zeros_for_none
 
 __all__ = ["STRATEGIES", "CONV_METHODS", "GradStats", "per_sample_stats", "check_strategy", "choose_strategy", "conv_method_for",
@@ -246,12 +245,13 @@ def conv_method_for(module: nn.Conv2d, device: torch.device, conv_method: str = 
 def _accumulate_conv_per_sample(module: nn.Conv2d, inp: Tensor, gout: Tensor, g: Tensor, f: Tensor) -> None:
     """``g += Σ_n ∂ℓ_n/∂W``, ``f += Σ_n (∂ℓ_n/∂W)²`` one sample at a time from the chunk's saved
     input (B, Cin, H, W) and output-gradient (B, Cout, H', W') of a Conv2d with groups 1. Few
-    output positions (≤ :data:`CPU_MM_MAX_POSITIONS`): ``unfold`` once, then per sample one ``mm``
-    into a reused buffer (no allocation per sample); else the library's weight-gradient per sample."""
+    output positions (≤ :data:`CPU_MM_MAX_POSITIONS`): the input's patches once (``patches``), then
+    per sample one ``mm`` into a reused buffer (no allocation per sample); else the library's
+    weight-gradient per sample."""
     x = padded_input(module, inp)
     cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
     if positions <= CPU_MM_MAX_POSITIONS:
-        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)  # (B, Cin*kh*kw, L)
+        cols = patches(x, module.kernel_size, module.stride, module.dilation)  # (B, Cin*kh*kw, L)
         go = gout.reshape(gout.shape[0], cout, positions)
         g2, f2 = g.view(cout, -1), f.view(cout, -1)
         w = torch.empty_like(g2)

@@ -255,3 +255,17 @@ def test_multihead_attention_rule_refuses_a_per_sample_attn_mask_and_auto_stays_
     g_ref, f_ref = _reference(model, params, x, y)
     assert stats.strategy in ("vmap", "loop")
     assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [((3, 3), (1, 1), (1, 1)), ((3, 2), (2, 1), (1, 2)),
+                                                      ((1, 1), (2, 2), (1, 1)), ((2, 3), (3, 2), (2, 3))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_patches_equal_unfold(kernel, stride, dilation, channels_last):
+    from fts_core.scoring.layer_rules import patches
+
+    x = torch.randn(3, 5, 11, 9, dtype=D)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mine = patches(x, kernel, stride, dilation)
+    theirs = nn.functional.unfold(x, kernel, dilation=dilation, stride=stride)
+    assert mine.shape == theirs.shape and torch.equal(mine, theirs)
