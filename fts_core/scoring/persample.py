@@ -316,6 +316,10 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 output = output[0] if isinstance(output, tuple) else output
             else:
                 saved = args[0].detach()
+                if saved.dim() == 0 or saved.shape[0] != state["samples"]:  # the rules take dim 0 as the samples
+                    raise HooksMismatch(f"layer {module_names[module]!r} ({type(mod).__name__}) gets an input of shape "
+                                        f"{tuple(saved.shape)} for {state['samples']} samples: its rule takes the "
+                                        "first dimension as the samples")
             state["outputs"].append(output)
 
             def on_grad(gout: Tensor) -> None:
@@ -346,7 +350,7 @@ def _run_hooks(model, names, batches, g_sum, f_sum, temperature, chunk, conv_met
                 starts = [0] + list(range(CHECK_SAMPLES, x.shape[0], chunk))
             for start, stop in zip(starts, starts[1:] + [x.shape[0]]):
                 xc = x[start:stop]
-                state["seen"], state["outputs"] = set(), []
+                state["seen"], state["outputs"], state["samples"] = set(), [], stop - start
                 loss = cross_entropy_sum(model(xc), y[start:stop], temperature)
                 # backward to the hooked layers' outputs only: activations' gradients, no weight
                 # gradients (but on the first chunk, in the same pass, the batch gradient it is

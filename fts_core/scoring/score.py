@@ -50,9 +50,10 @@ def score(criterion: str, model: nn.Module, data: Iterable | None = None, *, num
     Linear (any input rank), Conv1d/2d/3d (any groups, padding mode), ConvTranspose1d/2d/3d,
     eval-mode BatchNorm, LayerNorm, GroupNorm, Embedding and MultiheadAttention (every projection,
     ``out_proj`` included) where it is exact, and for any other module, a subclass that overrides
-    its layer's methods, a shared parameter or a weight used outside its layer's call, the exact
-    generic path (vmap, else a batch-size-1 loop on the CPU). prunable: None (``prunable_parameters(model)``), a
-    rule name or callable for it, or a dict name -> Parameter. quiet: False shows progress
+    its layer's methods, a shared parameter, a weight used outside its layer's call or a layer
+    whose input's first dimension is not the samples, the exact generic path (vmap, else a
+    batch-size-1 loop on the CPU). prunable: None (``prunable_parameters(model)``), a rule name or
+    callable for it, or a dict name -> Parameter. quiet: False shows progress
     bars. options / option_values: the criterion's options, as its record
     (``CRITERIA[criterion].options``) or as keywords (``sign="-"``), not both.
     Every precondition is checked first, by :func:`check_scoring`.

@@ -163,3 +163,26 @@ def test_parameters_and_grads_untouched():
     assert not params["conv1.weight"].requires_grad
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class TimeFirst(nn.Module):
+    """A Linear that sees (T, B, features): its first dimension is not the samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):  # x: (B, T, 4)
+        return self.head(torch.tanh(self.lin(x.transpose(0, 1))).mean(0))
+
+
+def test_a_layer_whose_first_dimension_is_not_the_samples_leaves_hooks():
+    torch.manual_seed(0)
+    model = TimeFirst().double().eval()
+    x, y = torch.randn(6, 7, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    params = {"lin.weight": model.lin.weight}
+    ref = per_sample_stats(model, params, [(x, y)], strategy="loop")
+    auto = per_sample_stats(model, params, [(x, y)])
+    assert auto.strategy == "vmap" and _rel(auto.fisher, ref.fisher) <= 1e-10  # hooks would be 141 % off
+    with pytest.raises(ValueError, match=r"layer 'lin' \(Linear\) gets an input of shape \(7, 4, 4\) for 4 samples"):
+        per_sample_stats(model, params, [(x, y)], strategy="hooks")
