@@ -32,9 +32,6 @@ class NotExact(RuntimeError):
     """A layer's rule met a call it does not handle exactly (found while running)."""
 
 Grads = Callable[[nn.Module, Tensor, Tensor, set], dict]
-#: CPU: a rule that materialises per-sample gradients takes the chunk's samples in steps of at most
-#: this many bytes of them (a working set that stays in cache; ``benchmarks/README.md``)
-CPU_STEP_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -59,24 +56,11 @@ class Tap:
 
 def _from_per_sample(grads: Grads) -> Callable[[nn.Module, Tensor, Tensor, dict, dict], None]:
     """An ``accumulate`` from a function giving per-sample gradients ``{attr: (B, *shape)}``."""
-    def accumulate(module: nn.Module, inp: Any, gout: Tensor, g: dict, f: dict) -> None:
-        for start, stop in _steps(inp, gout, g):
-            part = inp if start is None else inp[start:stop]
-            for attr, gs in grads(module, part, gout if start is None else gout[start:stop], set(g)).items():
-                g[attr].add_(gs.sum(0).view_as(g[attr]))
-                add_squares(f[attr], gs)
+    def accumulate(module: nn.Module, inp: Tensor, gout: Tensor, g: dict, f: dict) -> None:
+        for attr, gs in grads(module, inp, gout, set(g)).items():
+            g[attr].add_(gs.sum(0).view_as(g[attr]))
+            add_squares(f[attr], gs)
     return accumulate
-
-
-def _steps(inp: Any, gout: Tensor, g: dict) -> list[tuple[int | None, int | None]]:
-    """The chunk's samples in steps whose per-sample gradients take at most
-    :data:`CPU_STEP_BYTES` (on the CPU, where a smaller working set stays in cache), else whole."""
-    per_sample = sum(t.numel() * t.element_size() for t in g.values())
-    b = gout.shape[0]
-    if not isinstance(inp, Tensor) or gout.device.type != "cpu" or per_sample * b <= CPU_STEP_BYTES:
-        return [(None, None)]
-    step = max(1, CPU_STEP_BYTES // per_sample)
-    return [(s, min(s + step, b)) for s in range(0, b, step)]
 
 
 def add_squares(f: Tensor, gs: Tensor) -> None:

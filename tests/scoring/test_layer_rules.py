@@ -269,18 +269,3 @@ def test_patches_equal_unfold(kernel, stride, dilation, channels_last):
     mine = patches(x, kernel, stride, dilation)
     theirs = nn.functional.unfold(x, kernel, dilation=dilation, stride=stride)
     assert mine.shape == theirs.shape and torch.equal(mine, theirs)
-
-
-@pytest.mark.parametrize("case", ["linear_tokens", "conv2d_depthwise", "conv_transpose2d_grouped", "groupnorm"])
-def test_rules_taking_the_chunk_in_steps_stay_exact(case, monkeypatch):
-    import fts_core.scoring.layer_rules as lr
-
-    model, x, y = _model_and_data(case)
-    params = {n: p for n, p in model.named_parameters() if n.startswith("layer.")}
-    per_sample = sum(p.numel() * p.element_size() for p in params.values())
-    monkeypatch.setattr(lr, "CPU_STEP_BYTES", 2 * per_sample)  # steps of 2 samples
-    chunk = x[:5]
-    assert lr._steps(chunk, torch.zeros(5, 1), dict(params)) == [(0, 2), (2, 4), (4, 5)]
-    stats = per_sample_stats(model, params, [(x, y)], strategy="hooks", chunk_size=5)
-    g_ref, f_ref = _reference(model, params, x, y)
-    assert _rel(stats.mean_grad, g_ref) <= 1e-10 and _rel(stats.fisher, f_ref) <= 1e-10
