@@ -176,6 +176,29 @@ class TimeFirst(nn.Module):
         return self.head(torch.tanh(self.lin(x.transpose(0, 1))).mean(0))
 
 
+class SequenceFirstEncoder(nn.Module):
+    """torch's TransformerEncoderLayer at its default batch_first=False: its Linear layers see (T, B, E)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):  # x: (B, T, 8)
+        return self.head(self.enc(x.transpose(0, 1)).mean(0))
+
+
+def test_torch_encoder_layer_with_sequence_first_inputs_is_exact():
+    torch.manual_seed(0)
+    model = SequenceFirstEncoder().double().eval()
+    x, y = torch.randn(6, 5, 8, dtype=torch.float64), torch.randint(0, 3, (6,))
+    params = prunable_parameters(model)
+    ref = per_sample_stats(model, params, [(x, y)], strategy="loop")
+    auto = per_sample_stats(model, params, [(x, y)])
+    assert auto.strategy == "vmap"  # the hooks path was 58 % off here before its first-dimension check
+    assert _rel(auto.fisher, ref.fisher) <= 1e-10 and _rel(auto.mean_grad, ref.mean_grad) <= 1e-10
+
+
 def test_a_layer_whose_first_dimension_is_not_the_samples_leaves_hooks():
     torch.manual_seed(0)
     model = TimeFirst().double().eval()
