@@ -346,15 +346,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         floor, ours = res["floor"], res["ours"]
         print(f"\n{model} ({ours['params']:,} prunable weights)")
-        print(f"  {'method':<9} {'seconds':>8} {'x floor':>8} {'ours/it':>8} {'peak MB':>8} {'x floor':>8}")
+        print(f"  {'method':<11} {'seconds':>8} {'x floor':>8} {'ours/it':>8} {'peak MB':>8} {'x floor':>8}")
         for m, r in res.items():
             if "skipped" in r:
-                print(f"  {m:<9} skipped: {r['skipped']}")
+                print(f"  {m:<11} skipped: {r['skipped']}")
                 continue
             mem_ratio = r["peak_mb"] / floor["peak_mb"] if floor["peak_mb"] > 0 else float("inf")
             partial = r["covered"] < r["params"]
             note = f"  partial: covers {r['covered'] / r['params']:.0%} of the weights, not compared" if partial else ""
-            print(f"  {m:<9} {r['seconds']:8.3f} {r['seconds'] / floor['seconds']:8.2f} "
+            print(f"  {m:<11} {r['seconds']:8.3f} {r['seconds'] / floor['seconds']:8.2f} "
                   f"{ours['seconds'] / r['seconds']:8.2f} {r['peak_mb']:8.0f} {mem_ratio:8.2f}{note}")
         for m in PEERS:
             if m in res and "seconds" in res[m] and res[m]["covered"] == res[m]["params"] \
