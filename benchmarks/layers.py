@@ -2,6 +2,7 @@
 
     python benchmarks/layers.py                    # ResNet18 at full width, a chunk of 32 (a minute)
     python benchmarks/layers.py --model vgg19
+    python benchmarks/layers.py --quick          # width 0.25, one repeat: a smoke test
 
 For every Conv2d holding prunable weights, on the input and output-gradient shapes of a chunk of
 ``--chunk`` CIFAR-shaped samples (random values: the cost does not depend on them), two timings of
@@ -28,13 +29,16 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="width 0.25, 1 repeat: a smoke test")
     ap.add_argument("--model", default="resnet18", choices=("resnet18", "vgg19"))
-    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--width", type=float, default=None)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--n", type=int, default=128, help="samples the totals are scaled to")
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    args.width = args.width if args.width is not None else (0.25 if args.quick else 1.0)
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 9)
 
     import torch
     from torch import nn
