@@ -131,28 +131,29 @@ def main(argv: list[str] | None = None) -> int:
 
     library = persample._accumulate_conv_per_sample
 
-    def with_kernel(module, inp, gout, g, f):
-        cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
-        if positions > args.positions or cout % 8 or g[0].numel() % 32:
-            return library(module, inp, gout, g, f)
-        cols = patches(padded_input(module, inp), module.kernel_size, module.stride, module.dilation)
-        ext.accumulate(gout.reshape(gout.shape[0], cout, positions).contiguous(), cols.transpose(1, 2).contiguous(),
-                       g.view(cout, -1), f.view(cout, -1))
+    def kernel_up_to(max_positions: int):
+        """The library's Conv2d per-sample path with the kernel on layers of <= max_positions outputs."""
+        def accumulate(module, inp, gout, g, f):
+            cout, positions = gout.shape[1], gout.shape[2] * gout.shape[3]
+            if positions > max_positions or cout % 8 or g[0].numel() % 32:
+                return library(module, inp, gout, g, f)
+            cols = patches(padded_input(module, inp), module.kernel_size, module.stride, module.dilation)
+            ext.accumulate(gout.reshape(gout.shape[0], cout, positions).contiguous(),
+                           cols.transpose(1, 2).contiguous(), g.view(cout, -1), f.view(cout, -1))
+        return accumulate
 
     print(f"one chunk of 32, {args.threads} threads, median of {args.rounds} interleaved rounds (ms)")
     for cin, cout, side in ((512, 512, 4), (256, 512, 4), (256, 256, 8), (128, 256, 8)):
         conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False)
         inp, gout = torch.randn(32, cin, side, side), torch.randn(32, cout, side, side)
         acc = {k: (torch.zeros_like(conv.weight), torch.zeros_like(conv.weight)) for k in ("library", "kernel")}
-        saved = args.positions
-        args.positions = side * side
+        kernel = kernel_up_to(side * side)
         fns = {"library": lambda: library(conv, inp, gout, *acc["library"]),
-               "kernel": lambda: with_kernel(conv, inp, gout, *acc["kernel"])}
+               "kernel": lambda: kernel(conv, inp, gout, *acc["kernel"])}
         for fn in fns.values():
             fn()
         diff = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(acc["library"], acc["kernel"]))
         t = interleaved(fns)
-        args.positions = saved
         print(f"  {cin:>3} -> {cout:<3} at {side}x{side}: library {t['library'] * 1e3:6.1f}, kernel "
               f"{t['kernel'] * 1e3:6.1f} ({t['library'] / t['kernel']:.2f}x), relative difference {diff:.1e}")
 
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 persample._accumulate_conv_per_sample = library
         return run
 
+    with_kernel = kernel_up_to(args.positions)
     a, b = score(library)(), score(with_kernel)()
     diff = max(float((a.fisher[k] - b.fisher[k]).abs().max() / a.fisher[k].abs().max()) for k in a.fisher)
     t = interleaved({"loop": lambda: loop(x, y), "library": score(library), "kernel": score(with_kernel)})
