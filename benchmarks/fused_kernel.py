@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -108,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.cpp_extension import load_inline
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from layers import interleaved
     from scoring import _method, build
 
     from fts_core.masks import prunable_parameters
@@ -115,19 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     from fts_core.scoring.layer_rules import padded_input, patches
 
     torch.set_num_threads(args.threads)
-    build_dir = tempfile.mkdtemp(prefix="fts_fused_")
-    ext = load_inline("fts_fused_kernel", cpp_sources=SOURCE, functions=["accumulate"],
-                      extra_cflags=["-O3", "-march=native"], build_directory=build_dir)
-
-    def interleaved(fns: dict) -> dict:
-        times = {k: [] for k in fns}
-        for r in range(args.rounds + 1):  # the first round warms up
-            for k, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                if r:
-                    times[k].append(time.perf_counter() - t0)
-        return {k: statistics.median(v) for k, v in times.items()}
+    with tempfile.TemporaryDirectory(prefix="fts_fused_") as build_dir:  # the module stays loaded
+        ext = load_inline("fts_fused_kernel", cpp_sources=SOURCE, functions=["accumulate"],
+                          extra_cflags=["-O3", "-march=native"], build_directory=build_dir)
 
     library = persample._accumulate_conv_per_sample
 
@@ -153,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for fn in fns.values():
             fn()
         diff = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(acc["library"], acc["kernel"]))
-        t = interleaved(fns)
+        t = interleaved(fns, args.rounds)
         print(f"  {cin:>3} -> {cout:<3} at {side}x{side}: library {t['library'] * 1e3:6.1f}, kernel "
               f"{t['kernel'] * 1e3:6.1f} ({t['library'] / t['kernel']:.2f}x), relative difference {diff:.1e}")
 
@@ -175,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     with_kernel = kernel_up_to(args.positions)
     a, b = score(library)(), score(with_kernel)()
     diff = max(float((a.fisher[k] - b.fisher[k]).abs().max() / a.fisher[k].abs().max()) for k in a.fisher)
-    t = interleaved({"loop": lambda: loop(x, y), "library": score(library), "kernel": score(with_kernel)})
+    t = interleaved({"loop": lambda: loop(x, y), "library": score(library), "kernel": score(with_kernel)},
+                    args.rounds)
     print(f"ResNet18, N=128 (s): loop {t['loop']:.3f}, ours {t['library']:.3f} ({t['loop'] / t['library']:.2f}x "
           f"faster than the loop), ours with the kernel on layers of <= {args.positions} output positions "
           f"{t['kernel']:.3f} ({t['loop'] / t['kernel']:.2f}x); F̂ relative difference {diff:.1e}")
-    shutil.rmtree(build_dir, ignore_errors=True)
     return 0
 
 

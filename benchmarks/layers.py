@@ -27,6 +27,19 @@ import sys
 import time
 
 
+def interleaved(fns: dict, rounds: int) -> dict:
+    """Median seconds of each of ``fns`` (name -> callable) over ``rounds``, the functions run
+    alternately after one warm-up round (a slow spell of the host hits all alike)."""
+    times = {k: [] for k in fns}
+    for r in range(rounds + 1):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="width 0.25, 1 repeat: a smoke test")
@@ -61,17 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     for h in hooks:
         h.remove()
 
-    def seconds(*fns) -> list[float]:
-        """Median seconds of each of ``fns``, run alternately (a slow spell of the host hits all alike)."""
-        times = [[] for _ in fns]
-        for r in range(args.repeats + 1):  # the first round warms up
-            for fn, t in zip(fns, times):
-                t0 = time.perf_counter()
-                fn()
-                if r:
-                    t.append(time.perf_counter() - t0)
-        return [statistics.median(t) for t in times]
-
     def products(m: nn.Conv2d, x, gout, method: str):
         """The per-sample weight-gradients of the layer's method, without the sums."""
         b = x.shape[0]
@@ -101,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         method = persample.conv_method_for(m, inp.device)
         x = padded_input(m, inp)
         g, f = torch.zeros_like(m.weight), torch.zeros_like(m.weight)
-        tp, ts = seconds(products(m, x, gout, method),
-                         lambda: persample._accumulate(m, inp, gout, {"weight": 0}, [g], [f], "auto"))
+        t = interleaved({"products": products(m, x, gout, method),
+                         "with sums": lambda: persample._accumulate(m, inp, gout, {"weight": 0}, [g], [f], "auto")},
+                        args.repeats)
+        tp, ts = t["products"], t["with sums"]
         total_p, total_s = total_p + tp, total_s + ts
         print(f"  {str(tuple(m.weight.shape)):<18} {str(tuple(out_shape[2:])):<8} {method:<10} "
               f"{tp * 1e3:9.1f} {ts * 1e3:10.1f}")
